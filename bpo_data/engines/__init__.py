@@ -1,0 +1,1 @@
+"""Engines answer batches: vision engines (image + messages) and text engines (messages only)."""

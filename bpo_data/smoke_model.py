@@ -1,0 +1,151 @@
+"""A tiny LLaVA-1.5 built locally from configs, for the demo, tests and CPU benchmarks.
+
+It uses the real classes (``LlavaForConditionalGeneration`` from ``LlavaConfig(CLIPVisionConfig,
+LlamaConfig)``, a ``LlavaProcessor`` with one additional image token, a byte-level BPE tokenizer
+with a single ``<image>`` special token), so every code path is the one a user runs with
+``llava-hf/llava-1.5-7b-hf``; only the size differs. Its weights are random: it is a *smoke model*
+and its answers are noise.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+SMOKE_MODEL_ID = "smoke"
+SMOKE_VERSION = "1"
+
+_CORPUS = [
+    "USER: What is in the image? ASSISTANT: A red circle is left of a blue square on a white background.",
+    "Describe the picture in detail. There are two green triangles above a yellow car near a tree.",
+    "How many dogs are there? Three. Is the cat on the table? Yes, the cat sits on the wooden table.",
+    "The sign reads OPEN 24 HOURS. The bus number is 42. A person holds an umbrella next to a bicycle.",
+    "Sure, here is the modified description: a black horse stands behind a fence under a cloudy sky.",
+    "left right above below small large round square orange purple pink white black gray brown",
+    "person bicycle car motorcycle airplane bus train truck boat bench bird cat dog horse sheep cow",
+    "bottle cup fork knife spoon bowl banana apple sandwich orange pizza cake chair couch bed table",
+    "0 1 2 3 4 5 6 7 8 9 one two three four five six seven eight nine ten",
+]
+
+
+@dataclass(frozen=True)
+class SmokeSpec:
+    """Sizes of the smoke model; the defaults keep a CPU generation step in the millisecond range."""
+
+    image_size: int = 32
+    patch_size: int = 8
+    vision_hidden: int = 32
+    text_hidden: int = 64
+    layers: int = 2
+    vocab_size: int = 600
+    seed: int = 0
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get("BPO_DATA_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "bpo-data")
+    return Path(root) / f"smoke-llava-v{SMOKE_VERSION}"
+
+
+def build_smoke_model(out_dir: str | os.PathLike, spec: SmokeSpec = SmokeSpec()) -> Path:
+    """Build, save and return a directory loadable with ``from_pretrained`` (model + processor)."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+        PreTrainedTokenizerFast,
+    )
+
+    from bpo_data.prompting import IMAGE_TOKEN, LLAVA_CHAT_TEMPLATE
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=spec.vocab_size,
+        special_tokens=["<unk>", "<s>", "</s>", "<pad>", IMAGE_TOKEN],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(_CORPUS, trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        extra_special_tokens={"image_token": IMAGE_TOKEN},
+        padding_side="left",
+        chat_template=LLAVA_CHAT_TEMPLATE,
+    )
+    vision = CLIPVisionConfig(
+        hidden_size=spec.vision_hidden,
+        intermediate_size=spec.vision_hidden * 2,
+        num_hidden_layers=spec.layers,
+        num_attention_heads=2,
+        image_size=spec.image_size,
+        patch_size=spec.patch_size,
+        projection_dim=spec.vision_hidden,
+    )
+    text = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=spec.text_hidden,
+        intermediate_size=spec.text_hidden * 2,
+        num_hidden_layers=spec.layers,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=4096,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    num_patches = (spec.image_size // spec.patch_size) ** 2
+    config = LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+        image_seq_length=num_patches,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(spec.seed)
+    model = LlavaForConditionalGeneration(config).eval()
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": spec.image_size},
+        crop_size={"height": spec.image_size, "width": spec.image_size},
+    )
+    processor = LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=spec.patch_size,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=LLAVA_CHAT_TEMPLATE,
+    )
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+def ensure_smoke_model(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Return the cached smoke model directory, building it on first use (no network)."""
+    target = Path(cache_dir) if cache_dir else default_cache_dir()
+    if not (target / "config.json").exists() or not (target / "processor_config.json").exists():
+        # Build aside and rename, so concurrent shards never load a half-written directory.
+        tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+        build_smoke_model(tmp)
+        try:
+            tmp.replace(target)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)  # another process finished first
+    return target

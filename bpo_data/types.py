@@ -1,0 +1,99 @@
+"""The records that cross module boundaries: a unit of work, a finished pair, a reject.
+
+Everything here is plain data (JSON-serialisable through ``to_dict``) so that shards can be
+written, read back and merged by key without knowing which engine produced them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+NegativeType = Literal["weaken", "inject"]
+Role = Literal["user", "assistant"]
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One earlier exchange kept as context for a later question."""
+
+    question: str
+    answer: str
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One (record, turn) of a source: what a pair is built from.
+
+    ``key`` is ``source/record_id/turn`` and is stable across runs, shard counts and machines;
+    every sampling and resume decision is made on it.
+    """
+
+    key: str
+    source: str
+    record_id: str
+    turn: int
+    image: str
+    image_root: str
+    question: str
+    answer: str
+    context: tuple[Turn, ...] = ()
+    style: Literal["description", "qa"] = "qa"
+
+    def messages(self) -> list[dict[str, str]]:
+        """The prompt as chat messages (earlier turns, then the question); no image marker."""
+        out: list[dict[str, str]] = []
+        for turn in self.context:
+            out.append({"role": "user", "content": turn.question})
+            out.append({"role": "assistant", "content": turn.answer})
+        out.append({"role": "user", "content": self.question})
+        return out
+
+
+@dataclass
+class Pair:
+    """A finished preference pair as stored in a shard (one JSON line)."""
+
+    key: str
+    unit_key: str
+    source: str
+    record_id: str
+    turn: int
+    negative_type: NegativeType
+    image_path: str
+    image_root: str
+    prompt: list[dict[str, str]]
+    chosen: str
+    rejected: str
+    generator: str
+    noise_step: int | None = None
+    noise_space: str | None = None
+    error_types: list[str] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Reject:
+    """A unit (or a record that never became a unit) that cannot become a pair, and why.
+
+    ``reason`` is a short machine-readable code (``missing_image``, ``invalid_rewrite:too_short``…)
+    counted in the run summary; ``detail`` is the sentence a person reads.
+    """
+
+    key: str
+    source: str
+    reason: str
+    detail: str
+    file: str = ""
+    negative_type: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def pair_key(unit_key: str, negative_type: str) -> str:
+    """The key a pair (or its reject) is stored under: one unit may yield one pair per type."""
+    return f"{unit_key}#{negative_type}"
