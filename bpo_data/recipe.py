@@ -64,7 +64,7 @@ class NoiseSpec(_Strict):
 
 
 class WeakenSpec(_Strict):
-    engine: Literal["hf", "vllm"] = "hf"
+    engine: Literal["hf"] = "hf"
     noise: NoiseSpec = Field(default_factory=NoiseSpec)
     sampling: SamplingParams = Field(default_factory=SamplingParams)
     batch_size: int = Field(16, ge=1)
@@ -84,7 +84,7 @@ class ValidationSpec(_Strict):
 class InjectSpec(_Strict):
     """How rejected answers are rewritten. ``model: null`` = the MLLM's own language model."""
 
-    engine: Literal["hf", "openai", "rules", "vllm"] = "hf"
+    engine: Literal["hf", "openai", "rules"] = "hf"
     model: str | None = None
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
@@ -129,7 +129,9 @@ class Recipe(_Strict):
         for spec in self.sources:
             if spec.name == name:
                 return spec
-        raise RecipeError(f"recipe {self.name!r} has no source {name!r}; it has {[s.name for s in self.sources]}")
+        raise RecipeError(
+            f"recipe {self.name!r} has no source {name!r}; it has {[s.name for s in self.sources]}"
+        )
 
 
 def resolve_recipe_path(path_or_name: str) -> Path:
@@ -157,7 +159,5 @@ def load_recipe(path_or_name: str) -> Recipe:
     try:
         return Recipe.model_validate(raw)
     except ValidationError as err:
-        lines = [
-            f"  {'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in err.errors()
-        ]
+        lines = [f"  {'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in err.errors()]
         raise RecipeError(f"{path}: invalid recipe\n" + "\n".join(lines)) from err

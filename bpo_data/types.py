@@ -74,6 +74,38 @@ class Pair:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_unit(
+        cls,
+        unit: Unit,
+        negative_type: NegativeType,
+        rejected: str,
+        generator: str,
+        *,
+        noise_step: int | None = None,
+        noise_space: str | None = None,
+        error_types: list[str] | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> Pair:
+        return cls(
+            key=pair_key(unit.key, negative_type),
+            unit_key=unit.key,
+            source=unit.source,
+            record_id=unit.record_id,
+            turn=unit.turn,
+            negative_type=negative_type,
+            image_path=unit.image,
+            image_root=unit.image_root,
+            prompt=unit.messages(),
+            chosen=unit.answer,
+            rejected=rejected,
+            generator=generator,
+            noise_step=noise_step,
+            noise_space=noise_space,
+            error_types=list(error_types or []),
+            meta=dict(meta or {}),
+        )
+
 
 @dataclass
 class Reject:

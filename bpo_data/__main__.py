@@ -1,0 +1,3 @@
+from bpo_data.cli import app
+
+app(prog_name="bpo-data")
