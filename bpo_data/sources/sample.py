@@ -1,0 +1,61 @@
+"""The embedded sample: a few records in each real source format, with images the package drew.
+
+It lets ``--source sample`` (and the tests) run end to end with nothing downloaded. A recipe
+declares one source per embedded file — ``format: sample`` with ``data`` one of
+``sharegptv``, ``llavar``, ``llava-instruct`` — and each is read by that format's own rules, so
+units look exactly like the real thing: ``source`` is the spec's name, keys are
+``<spec name>/<record id>/<turn>``. The images ship inside the package under ``sample/images/``
+(drawn by ``bpo_data.sample_scenes``); the files are read, never redrawn at run time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from bpo_data.recipe import SourceSpec
+from bpo_data.sources import llava_instruct, llavar, sharegptv
+from bpo_data.sources.llava_format import FormatFacts, read_source
+from bpo_data.types import Reject, Unit
+
+SAMPLE_DIR = Path(__file__).resolve().parent.parent / "sample"
+
+
+@dataclass(frozen=True)
+class SampleFile:
+    data: Path
+    image_root: Path
+    facts: FormatFacts
+
+
+SAMPLE_FILES = {
+    "sharegptv": SampleFile(
+        SAMPLE_DIR / "sharegptv.json", SAMPLE_DIR / "images" / "sharegptv", sharegptv.FACTS
+    ),
+    "llavar": SampleFile(SAMPLE_DIR / "llavar.jsonl", SAMPLE_DIR / "images" / "llavar", llavar.FACTS),
+    "llava-instruct": SampleFile(
+        SAMPLE_DIR / "llava_instruct.json", SAMPLE_DIR / "images" / "llava_instruct", llava_instruct.FACTS
+    ),
+}
+
+
+def read_units(
+    spec: SourceSpec, *, seed: int, data: str | None = None, image_root: str | None = None
+) -> Iterator[Unit | Reject]:
+    """Units of the embedded file named by ``data`` (or the spec's ``data``)."""
+    choice = data if data is not None else spec.data
+    if choice not in SAMPLE_FILES:
+        raise ValueError(
+            f"source {spec.name!r} uses the embedded sample, whose 'data' names which file to read: "
+            f"one of {sorted(SAMPLE_FILES)} (got {choice!r}); set it in the recipe or pass --data"
+        )
+    if image_root is not None or spec.image_root is not None:
+        raise ValueError(
+            f"source {spec.name!r} uses the embedded sample, which ships its own images; "
+            "remove its 'image_root' (and do not pass --image-root for it)"
+        )
+    sample = SAMPLE_FILES[choice]
+    return read_source(
+        spec, sample.facts, seed=seed, data=str(sample.data), image_root=str(sample.image_root)
+    )
