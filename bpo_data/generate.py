@@ -163,7 +163,8 @@ class ShardRun:
                 progress(0, self.summary.pairs_planned - self.summary.already_done)
             for spec in self._specs():
                 self._run_source(spec, selected[spec.name], done, store, progress)
-        self.summary.elapsed_s = time.perf_counter() - started
+            self.summary.elapsed_s = time.perf_counter() - started
+            store.write_summary(self.summary.to_dict())
         return self.summary
 
     def _reject(self, store: ShardStore, reject: Reject, done: set[str]) -> None:

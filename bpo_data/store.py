@@ -134,6 +134,13 @@ class ShardStore:
             )
         return done
 
+    def write_summary(self, summary: dict) -> None:
+        """The last run's summary of this shard, for people and for status tools."""
+        path = self.out_dir / f"summary-{self.index:05d}-of-{self.num_shards:05d}.json"
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        tmp.replace(path)
+
     def write(self, pairs: Iterable[Pair], rejects: Iterable[Reject]) -> None:
         """Append one batch durably: a crash after this returns loses nothing of it."""
         for handle, records in ((self._pairs, pairs), (self._rejects, rejects)):
