@@ -8,13 +8,16 @@ Every field has the paper's default; the CLI can override the paths.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 PROMPTS_DIR = RECIPES_DIR / "prompts"
+
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 class RecipeError(ValueError):
@@ -64,10 +67,21 @@ class NoiseSpec(_Strict):
 
 
 class WeakenSpec(_Strict):
-    engine: Literal["hf"] = "hf"
+    engine: Literal["hf", "vllm"] = "hf"
     noise: NoiseSpec = Field(default_factory=NoiseSpec)
     sampling: SamplingParams = Field(default_factory=SamplingParams)
     batch_size: int = Field(16, ge=1)
+
+
+class VllmSpec(_Strict):
+    """The vLLM engine's ``LLM``: one per shard, shared by weakening and injection."""
+
+    gpu_memory_utilization: float = Field(
+        0.85, gt=0.0, le=1.0, description="below vLLM's 0.9: the HF vision tower shares the GPU"
+    )
+    tensor_parallel_size: int = Field(1, ge=1)
+    max_model_len: int | None = Field(4096, ge=1, description="LLaVA-1.5's context; null = the model's")
+    enforce_eager: bool = Field(False, description="skip CUDA graph capture: faster start, slower decode")
 
 
 class ValidationSpec(_Strict):
@@ -84,7 +98,7 @@ class ValidationSpec(_Strict):
 class InjectSpec(_Strict):
     """How rejected answers are rewritten. ``model: null`` = the MLLM's own language model."""
 
-    engine: Literal["hf", "openai", "rules"] = "hf"
+    engine: Literal["hf", "openai", "rules", "vllm"] = "hf"
     model: str | None = None
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
@@ -113,6 +127,7 @@ class Recipe(_Strict):
     sources: list[SourceSpec]
     weaken: WeakenSpec = Field(default_factory=WeakenSpec)
     inject: InjectSpec = Field(default_factory=InjectSpec)
+    vllm: VllmSpec = Field(default_factory=VllmSpec)
     images: ImageSpec = Field(default_factory=ImageSpec)
 
     @field_validator("sources")
@@ -148,16 +163,21 @@ def resolve_recipe_path(path_or_name: str) -> Path:
     )
 
 
-def load_recipe(path_or_name: str) -> Recipe:
-    path = resolve_recipe_path(path_or_name)
+def load_yaml_model(path: Path, model: type[ModelT], what: str, error: type[RecipeError]) -> ModelT:
+    """Read a YAML mapping into a pydantic model; every problem names the file and the bad field."""
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
-        raise RecipeError(f"{path}: not valid YAML: {err}") from err
+        raise error(f"{path}: not valid YAML: {err}") from err
     if not isinstance(raw, dict):
-        raise RecipeError(f"{path}: a recipe is a YAML mapping with at least 'name' and 'sources'")
+        required = [name for name, field in model.model_fields.items() if field.is_required()]
+        raise error(f"{path}: {what} is a YAML mapping with at least {', '.join(required)}")
     try:
-        return Recipe.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as err:
         lines = [f"  {'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in err.errors()]
-        raise RecipeError(f"{path}: invalid recipe\n" + "\n".join(lines)) from err
+        raise error(f"{path}: invalid {what.removeprefix('a ')}\n" + "\n".join(lines)) from err
+
+
+def load_recipe(path_or_name: str) -> Recipe:
+    return load_yaml_model(resolve_recipe_path(path_or_name), Recipe, "a recipe", RecipeError)

@@ -10,11 +10,10 @@ from __future__ import annotations
 import string
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bpo_data.prompting import strip_image_marker
-from bpo_data.recipe import PROMPTS_DIR, RecipeError, SamplingParams
+from bpo_data.recipe import PROMPTS_DIR, RecipeError, SamplingParams, load_yaml_model
 from bpo_data.types import Unit
 
 PLACEHOLDERS = ("question", "answer")
@@ -120,20 +119,7 @@ def resolve_prompt_path(name_or_path: str) -> Path:
 
 
 def load_prompt_file(name_or_path: str) -> PromptFile:
-    path = resolve_prompt_path(name_or_path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise PromptFileError(f"{path}: not valid YAML: {err}") from err
-    if not isinstance(raw, dict):
-        raise PromptFileError(
-            f"{path}: a prompt file is a YAML mapping with name, description, system, template, error_types"
-        )
-    try:
-        return PromptFile.model_validate(raw)
-    except ValidationError as err:
-        lines = [f"  {'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in err.errors()]
-        raise PromptFileError(f"{path}: invalid prompt file\n" + "\n".join(lines)) from err
+    return load_yaml_model(resolve_prompt_path(name_or_path), PromptFile, "a prompt file", PromptFileError)
 
 
 def render_messages(prompt: PromptFile, unit: Unit) -> list[dict[str, str]]:
