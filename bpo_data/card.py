@@ -11,6 +11,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pyarrow.parquet as pq
 import yaml
 from huggingface_hub import DatasetCard, DatasetCardData
 
@@ -147,8 +148,35 @@ def _negative_types(stats: ExportStats) -> list[str]:
     return [t for t in NEGATIVE_TYPE_ORDER if t in present] + sorted(present - set(NEGATIVE_TYPE_ORDER))
 
 
+def dataset_info(stats: ExportStats, data_dir: Path) -> dict[str, Any]:
+    """The card's ``dataset_info``: features, split size and bytes.
+
+    Besides documenting the schema, it changes with every export's content, and ``datasets`` keys
+    its cache of a local folder with YAML ``configs`` on it: without it, re-exporting into the same
+    folder would let ``load_dataset`` return the previous export's rows.
+    """
+    from datasets import DatasetInfo
+
+    from bpo_data.export import FEATURES
+
+    files = sorted(data_dir.glob("*.parquet"))
+    num_bytes = sum(
+        meta.row_group(i).total_byte_size
+        for meta in (pq.read_metadata(f) for f in files)
+        for i in range(meta.num_row_groups)
+    )
+    info = DatasetInfo(features=FEATURES)._to_yaml_dict()
+    info["splits"] = [{"name": "train", "num_bytes": num_bytes, "num_examples": stats.pairs}]
+    info["download_size"] = sum(f.stat().st_size for f in files)
+    info["dataset_size"] = num_bytes
+    return info
+
+
 def render_card(
-    stats: ExportStats, manifests: list[dict[str, Any]], repo_id: str | None = None
+    stats: ExportStats,
+    manifests: list[dict[str, Any]],
+    repo_id: str | None = None,
+    data_dir: Path | None = None,
 ) -> DatasetCard:
     """Fill the template with the export's numbers and the manifests' provenance."""
     source_licenses = _source_licenses(manifests)
@@ -164,6 +192,7 @@ def render_card(
         size_categories=[size_category(stats.pairs)],
         pretty_name=PRETTY_NAME,
         configs=[{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*"}]}],
+        **({"dataset_info": dataset_info(stats, data_dir)} if data_dir is not None else {}),
         **extra,
     )
     types = _negative_types(stats)
@@ -208,4 +237,5 @@ def render_card(
 def write_card(
     path: str | Path, stats: ExportStats, manifests: list[dict[str, Any]], repo_id: str | None = None
 ) -> None:
-    render_card(stats, manifests, repo_id=repo_id).save(path)
+    """Write README.md beside the finished ``data/`` folder (its parquet sizes go into the card)."""
+    render_card(stats, manifests, repo_id=repo_id, data_dir=Path(path).parent / "data").save(path)

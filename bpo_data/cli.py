@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from datetime import datetime, timezone
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -82,7 +84,8 @@ def generate(
         Path | None, typer.Option("--out", "-o", help="output folder (default out/<recipe name>)")
     ] = None,
     shard: Annotated[str, typer.Option(help="this process's shard, i/N")] = "0/1",
-    engine: Annotated[str | None, typer.Option(help="injection engine: hf | openai | rules")] = None,
+    engine: Annotated[str | None, typer.Option(help="injection engine: hf | vllm | openai | rules")] = None,
+    weaken_engine: Annotated[str | None, typer.Option(help="image-weakening engine: hf | vllm")] = None,
     model: Annotated[
         str | None, typer.Option(help="the MLLM (hf id or local folder; 'smoke' = tiny local model)")
     ] = None,
@@ -108,6 +111,8 @@ def generate(
         spec = load_recipe(recipe_path)
         raw = spec.model_dump()
         raw.update({k: v for k, v in {"model": model, "device": device}.items() if v})
+        if weaken_engine:
+            raw["weaken"]["engine"] = weaken_engine
         raw["inject"].update(
             {k: v for k, v in {"engine": engine, "model": inject_model, "base_url": base_url}.items() if v}
         )
@@ -203,6 +208,213 @@ def push(
     except ValueError as err:
         _fail(str(err))
     console.print(f"pushed {folder} to {url}")
+
+
+class Executor(str, Enum):
+    local = "local"
+    ray = "ray"
+    slurm = "slurm"
+
+
+@app.command()
+def launch(
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="output folder all shards write to (storage every node sees)")
+    ],
+    num_shards: Annotated[int, typer.Option("--num-shards", "-n", min=1, help="how many shards, i/N")],
+    executor: Annotated[
+        Executor, typer.Option(help="local: this machine; ray: Ray tasks; slurm: an sbatch array")
+    ] = Executor.local,
+    recipe: Annotated[
+        str | None, typer.Option("--recipe", "-r", help="recipe YAML, or a shipped name (bpo, demo…)")
+    ] = None,
+    source: Annotated[
+        str | None, typer.Option("--source", "-s", help="as for generate: a shipped source, a file, a name")
+    ] = None,
+    data: Annotated[str | None, typer.Option(help="annotation file for the source")] = None,
+    image_root: Annotated[
+        str | None, typer.Option(help="folder the records' image paths are relative to")
+    ] = None,
+    engine: Annotated[str | None, typer.Option(help="injection engine, as for generate")] = None,
+    weaken_engine: Annotated[str | None, typer.Option(help="image-weakening engine: hf | vllm")] = None,
+    model: Annotated[str | None, typer.Option(help="the MLLM (hf id or local folder)")] = None,
+    inject_model: Annotated[str | None, typer.Option(help="model for injection")] = None,
+    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible server for --engine openai")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu | cuda | auto (within each shard's GPUs)")] = None,
+    strict: Annotated[bool, typer.Option(help="stop a shard at its first bad record")] = False,
+    gpus_per_shard: Annotated[int, typer.Option(min=0, help="GPUs each shard gets; 0 = CPU only")] = 1,
+    max_retries: Annotated[
+        int, typer.Option(min=0, help="local and ray: reruns of a failed shard (each resumes per record)")
+    ] = 2,
+    ray_address: Annotated[
+        str | None, typer.Option(help="ray: cluster to join (default RAY_ADDRESS, else a local Ray)")
+    ] = None,
+    submit: Annotated[bool, typer.Option(help="slurm: submit the script with sbatch")] = False,
+    script: Annotated[
+        Path | None, typer.Option(help="slurm: where to write the script (default OUT/launch-slurm.sbatch)")
+    ] = None,
+    job_name: Annotated[str | None, typer.Option(help="slurm: job name (default bpo-<recipe name>)")] = None,
+    partition: Annotated[str | None, typer.Option(help="slurm: partition")] = None,
+    time_limit: Annotated[str | None, typer.Option("--time", help="slurm: time limit, e.g. 24:00:00")] = None,
+    cpus_per_task: Annotated[int | None, typer.Option(min=1, help="slurm: CPUs per shard")] = None,
+    sbatch_option: Annotated[
+        list[str] | None, typer.Option(help="slurm: another #SBATCH option, e.g. --mem=64G (repeatable)")
+    ] = None,
+    export_to: Annotated[
+        Path | None, typer.Option("--export", help="local and ray: export once every shard has finished")
+    ] = None,
+) -> None:
+    """Run all N shards of a recipe here, on a Ray cluster, or as a Slurm array; rerun to resume."""
+    from bpo_data.launch import (
+        LaunchError,
+        SlurmOptions,
+        gpu_slots,
+        make_job,
+        new_launch_id,
+        run_local,
+        run_ray,
+        submit_slurm,
+        visible_gpus,
+        write_slurm_script,
+    )
+
+    try:
+        recipe_path, sources, implied_data = _pick_recipe(recipe, source)
+        spec = load_recipe(recipe_path)
+    except (RecipeError, ValidationError, ValueError) as err:
+        _fail(str(err))
+    options = {
+        "recipe": recipe_path,
+        "source": sources[0] if sources else None,
+        "data": data or implied_data,
+        "image_root": image_root,
+        "engine": engine,
+        "weaken_engine": weaken_engine,
+        "model": model,
+        "inject_model": inject_model,
+        "base_url": base_url,
+        "device": device,
+    }
+    try:
+        job = make_job(out, num_shards, options, strict)
+        if executor is Executor.slurm:
+            slurm = SlurmOptions(
+                job_name=job_name or f"bpo-{spec.name}",
+                gpus_per_shard=gpus_per_shard,
+                partition=partition,
+                time=time_limit,
+                cpus_per_task=cpus_per_task,
+                extra=tuple(sbatch_option or ()),
+            )
+            path = write_slurm_script(job, slurm, script)
+            console.print(f"wrote the Slurm array script [bold]{path}[/]")
+            if submit:
+                print(submit_slurm(path))
+            else:
+                console.print(f"submit it with: sbatch {path}")
+            console.print(f"follow it with: bpo-data status {job.out_dir}")
+            return
+        launch_id = new_launch_id()
+        console.print(
+            f"launch {launch_id}: {num_shards} shards into {job.out_dir} (logs in {job.out_dir}/logs)"
+        )
+        if executor is Executor.local:
+            slots = gpu_slots(visible_gpus(), gpus_per_shard)
+            outcomes = run_local(job, slots, max_retries, launch_id, report=console.print)
+        else:
+            outcomes = run_ray(job, gpus_per_shard, max_retries, launch_id, ray_address, report=console.print)
+    except LaunchError as err:
+        _fail(str(err))
+    _print_launch_table(job, outcomes)
+    failed = [o for o in outcomes if not o.ok]
+    if failed:
+        for outcome in failed:
+            console.print(outcome.error)
+        names = ", ".join(f"{o.index}/{num_shards}" for o in failed)
+        console.print(
+            f"[bold red]error:[/] shard(s) {names} failed on all {max_retries + 1} attempts (logs above); "
+            "fix the cause and rerun the same command: finished shards and records are skipped"
+        )
+        raise typer.Exit(1)
+    if export_to is not None:
+        _export([job.out_dir], export_to, spec.version)
+
+
+def _print_launch_table(job, outcomes) -> None:
+    from bpo_data.status import folder_status
+
+    try:
+        found = {(s.index, s.num_shards): s for s in folder_status(job.out_dir).shards}
+    except FileNotFoundError:
+        found = {}
+    table = Table(title=f"{job.num_shards} shards in {job.out_dir}", caption=f"logs: {job.out_dir}/logs/")
+    for column in ("shard", "result", "attempts", "done / planned", "pairs/s"):
+        table.add_column(column)
+    for outcome in outcomes:
+        shard = found.get((outcome.index, job.num_shards))
+        progress = f"{shard.done} / {shard.planned if shard.planned is not None else '?'}" if shard else "-"
+        rate = f"{shard.pairs_per_s:.2f}" if shard and shard.pairs_per_s is not None else "-"
+        table.add_row(
+            f"{outcome.index}/{job.num_shards}",
+            "ok" if outcome.ok else "[red]FAILED[/]",
+            str(outcome.attempts),
+            progress,
+            rate,
+        )
+    console.print(table)
+
+
+@app.command()
+def status(
+    out_dir: Annotated[Path, typer.Argument(help="a generation folder (any shard counts)")],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print JSON for scripts instead of a table")
+    ] = False,
+) -> None:
+    """Per shard: units done / planned, rejects, pairs/s, last write, and whether a live process holds it."""
+    import json
+
+    from bpo_data.status import folder_status
+
+    try:
+        found = folder_status(out_dir)
+    except FileNotFoundError as err:
+        _fail(str(err))
+    if as_json:
+        print(json.dumps(found.to_dict(), indent=2))
+        return
+    planned = found.planned if found.planned is not None else "?"
+    table = Table(title=f"{out_dir}: {found.done} / {planned} planned pairs done (pairs + final rejects)")
+    for column in ("shard", "state", "done / planned", "rejects", "pairs/s", "last write", "process"):
+        table.add_column(column)
+    for shard in found.shards:
+        rejects = sum(shard.rejects.values())
+        reasons = ", ".join(f"{reason} {n}" for reason, n in shard.rejects.items())
+        if shard.live:
+            process = f"pid {shard.pid}" + (f" on {shard.host}" if shard.host else "")
+        elif shard.pid is not None:
+            process = f"none (pid {shard.pid} was killed)"
+        else:
+            process = "none"
+        table.add_row(
+            shard.shard,
+            shard.state,
+            f"{shard.done} / {shard.planned if shard.planned is not None else '?'}",
+            f"{rejects} ({reasons})" if rejects else "0",
+            f"{shard.pairs_per_s:.2f}" if shard.pairs_per_s is not None else "-",
+            _since(shard.last_write),
+            process,
+        )
+    Console().print(table)
+
+
+def _since(iso: str | None) -> str:
+    if iso is None:
+        return "-"
+    when = datetime.fromisoformat(iso).astimezone()
+    seconds = (datetime.now(timezone.utc) - when).total_seconds()
+    shown = f"{when:%H:%M:%S}" if when.date() == datetime.now().date() else f"{when:%Y-%m-%d %H:%M}"
+    return f"{shown} ({seconds:.0f}s ago)"
 
 
 def main() -> None:  # pragma: no cover - console entry

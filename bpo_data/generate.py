@@ -9,6 +9,8 @@ in flight and a rerun of the same command finishes the work.
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -24,7 +26,7 @@ from bpo_data.manifest import write_or_check_manifest
 from bpo_data.recipe import Recipe, SourceSpec
 from bpo_data.sampling import bottom_k, negative_types
 from bpo_data.sources import read_units
-from bpo_data.store import ShardStore
+from bpo_data.store import ShardStore, count_lines
 from bpo_data.types import Pair, Reject, Unit, pair_key
 
 
@@ -159,6 +161,7 @@ class ShardRun:
             self.summary.torn_bytes_repaired = store.torn_bytes
             done = store.done_keys()
             selected = self.plan(done)
+            store.write_plan(self._plan_record(selected, store))
             if progress:
                 progress(0, self.summary.pairs_planned - self.summary.already_done)
             for spec in self._specs():
@@ -166,6 +169,26 @@ class ShardRun:
             self.summary.elapsed_s = time.perf_counter() - started
             store.write_summary(self.summary.to_dict())
         return self.summary
+
+    def _plan_record(self, selected: dict[str, set[str]], store: ShardStore) -> dict:
+        """This run's pair keys and start, so ``bpo-data status`` counts progress exactly while it runs."""
+        specs = {spec.name: spec for spec in self._specs()}
+        keys = sorted(
+            pair_key(key, kind)
+            for name, units in selected.items()
+            for key in units
+            for kind in negative_types(key, specs[name], self.recipe.seed)
+        )
+        return {
+            "shard": self.summary.shard,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started_at": time.time(),
+            "pairs_planned": len(keys),
+            "already_done": self.summary.already_done,
+            "pair_lines_at_start": count_lines(store.pairs_path),
+            "pair_keys": keys,
+        }
 
     def _reject(self, store: ShardStore, reject: Reject, done: set[str]) -> None:
         if self.options.strict:

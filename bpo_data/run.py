@@ -51,24 +51,41 @@ def build_makers(recipe: Recipe, kinds: set[str]) -> tuple[dict[str, NegativeMak
     from bpo_data.negatives.weakening import WeakenedNegatives
 
     meta = {"smoke_model": True} if recipe.model == SMOKE_MODEL_ID else {}
+    weaken_engine = recipe.weaken.engine if "weaken" in kinds else None
+    inject_engine = recipe.inject.engine if "inject" in kinds else None
     runtime = None
-    needs_runtime = "weaken" in kinds or ("inject" in kinds and recipe.inject.engine == "hf")
-    if needs_runtime:
+    if "hf" in (weaken_engine, inject_engine):
         from bpo_data.engines.hf import LlavaRuntime
 
         runtime = LlavaRuntime.load(model_path(recipe.model), recipe.device, recipe.dtype)
+    vllm_runtime = None
+    if "vllm" in (weaken_engine, inject_engine):
+        from bpo_data.engines.vllm_engine import VllmRuntime
+
+        vllm_runtime = VllmRuntime.load(
+            model_path(recipe.model),
+            recipe.vllm,
+            recipe.device,
+            recipe.dtype,
+            recipe.seed,
+            images=weaken_engine == "vllm",
+        )
     makers: dict[str, NegativeMaker] = {}
     generators: list[str] = []
-    if "weaken" in kinds:
-        from bpo_data.engines.hf import HFVisionEngine
+    if weaken_engine is not None:
+        if weaken_engine == "vllm":
+            from bpo_data.engines.vllm_engine import VllmVisionEngine
 
-        generator = f"hf:{recipe.model}"
-        makers["weaken"] = WeakenedNegatives(
-            HFVisionEngine(runtime), recipe.weaken, recipe.seed, generator, meta
-        )
+            engine = VllmVisionEngine(vllm_runtime)
+        else:
+            from bpo_data.engines.hf import HFVisionEngine
+
+            engine = HFVisionEngine(runtime)
+        generator = f"{weaken_engine}:{recipe.model}"
+        makers["weaken"] = WeakenedNegatives(engine, recipe.weaken, recipe.seed, generator, meta)
         generators.append(generator)
-    if "inject" in kinds:
-        maker = InjectedNegatives.from_recipe(recipe, runtime, meta)
+    if inject_engine is not None:
+        maker = InjectedNegatives.from_recipe(recipe, runtime, meta, vllm_runtime=vllm_runtime)
         makers["inject"] = maker
         generators.append(maker.generator)
     return makers, generators

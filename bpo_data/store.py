@@ -123,23 +123,15 @@ class ShardStore:
 
     def done_keys(self) -> set[str]:
         """Keys written by any shard of this directory (pairs, and rejects that are final)."""
-        done: set[str] = set()
-        for path in sorted(self.out_dir.glob("pairs-*.jsonl")):
-            done.update(rec["key"] for rec in iter_jsonl(path) if "key" in rec)
-        for path in sorted(self.out_dir.glob("rejects-*.jsonl")):
-            done.update(
-                rec["key"]
-                for rec in iter_jsonl(path)
-                if "key" in rec and rec.get("reason") not in RETRYABLE_REASONS
-            )
-        return done
+        return done_keys(self.out_dir)
 
     def write_summary(self, summary: dict) -> None:
         """The last run's summary of this shard, for people and for status tools."""
-        path = self.out_dir / f"summary-{self.index:05d}-of-{self.num_shards:05d}.json"
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(summary, indent=2), encoding="utf-8")
-        tmp.replace(path)
+        _write_json(self.out_dir / f"summary-{self.index:05d}-of-{self.num_shards:05d}.json", summary)
+
+    def write_plan(self, plan: dict) -> None:
+        """What this run is about to make (its pair keys), so ``bpo-data status`` can count progress live."""
+        _write_json(self.out_dir / plan_name(self.index, self.num_shards), plan)
 
     def write(self, pairs: Iterable[Pair], rejects: Iterable[Reject]) -> None:
         """Append one batch durably: a crash after this returns loses nothing of it."""
@@ -149,3 +141,60 @@ class ShardStore:
                 handle.write(lines)
                 handle.flush()
                 os.fsync(handle.fileno())
+
+
+# Helpers shared with `bpo-data status`, which reads a directory without owning any shard.
+
+
+def plan_name(index: int, num_shards: int) -> str:
+    return f"plan-{index:05d}-of-{num_shards:05d}.json"
+
+
+def done_keys(out_dir: str | os.PathLike) -> set[str]:
+    """Keys written by any shard file of ``out_dir`` (pairs, and rejects that are final)."""
+    out_dir = Path(out_dir)
+    done: set[str] = set()
+    for path in sorted(out_dir.glob("pairs-*.jsonl")):
+        done.update(rec["key"] for rec in iter_jsonl(path) if "key" in rec)
+    for path in sorted(out_dir.glob("rejects-*.jsonl")):
+        done.update(
+            rec["key"]
+            for rec in iter_jsonl(path)
+            if "key" in rec and rec.get("reason") not in RETRYABLE_REASONS
+        )
+    return done
+
+
+def count_lines(path: Path) -> int:
+    """Complete lines of a shard file (a torn last line is not a record); 0 when it does not exist."""
+    if not path.exists():
+        return 0
+    lines = 0
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            lines += block.count(b"\n")
+    return lines
+
+
+def lock_is_held(lock_path: Path) -> bool:
+    """Whether a live process holds a shard lock, probed with a non-blocking acquire that is released at once.
+
+    A process killed with ``kill -9`` leaves its lock file behind but not the lock, so this tells a
+    running shard from a dead one. The probe holds the lock for microseconds; a shard starting in
+    exactly that instant reports ``ShardBusy`` and can simply be rerun.
+    """
+    if not lock_path.exists():
+        return False
+    probe = FileLock(lock_path)
+    try:
+        probe.acquire(timeout=0)
+    except Timeout:
+        return True
+    probe.release()
+    return False
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    tmp.replace(path)

@@ -260,6 +260,19 @@ def test_reexport_replaces_a_previous_export_and_refuses_anything_else(outputs, 
     assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
 
 
+def test_load_dataset_sees_a_reexport_into_the_same_folder(outputs, tmp_path, monkeypatch):
+    """datasets keys its cache of a folder with YAML configs on the card's dataset_info, not on the files."""
+    from datasets import load_dataset
+
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    to = tmp_path / "same-name"
+    export_dataset(outputs.dirs, to, version="v0.1.0")
+    assert len(load_dataset(str(to))["train"]) == len(outputs.ids)
+    export_dataset(outputs.dirs[1:], to, version="v0.1.1")
+    reloaded = load_dataset(str(to))["train"]
+    assert sorted(reloaded["id"]) == ["sharegpt4v/0/0#inject", "sharegpt4v/5/0#inject"]
+
+
 def test_an_output_dir_without_manifest_is_refused_by_name(tmp_path):
     (tmp_path / "out").mkdir()
     with pytest.raises(ExportError, match="out has no manifest.json"):

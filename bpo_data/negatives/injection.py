@@ -21,6 +21,7 @@ from bpo_data.types import Pair, Reject, Unit, pair_key
 
 if TYPE_CHECKING:
     from bpo_data.engines.hf import LlavaRuntime
+    from bpo_data.engines.vllm_engine import VllmRuntime
 
 _COURTESY = r"(?:sure|certainly|of\s+course|okay|ok|absolutely|alright|all\s+right|no\s+problem)"
 _MODIFIER = (
@@ -269,7 +270,13 @@ class InjectedNegatives:
         self.rules = rules
 
     @classmethod
-    def from_recipe(cls, recipe: Recipe, runtime: LlavaRuntime | None, meta: dict) -> InjectedNegatives:
+    def from_recipe(
+        cls,
+        recipe: Recipe,
+        runtime: LlavaRuntime | None,
+        meta: dict,
+        vllm_runtime: VllmRuntime | None = None,
+    ) -> InjectedNegatives:
         spec = recipe.inject
         if spec.engine == "rules":
             rules = RulesInjector(seed=recipe.seed, validation=spec.validation)
@@ -291,14 +298,23 @@ class InjectedNegatives:
                 timeout_s=spec.timeout_s,
             )
             return cls(f"openai:{spec.model}", spec.batch_size, {}, injector=injector, engine=engine)
-        from bpo_data.engines.hf import HFTextEngine
-
         if spec.model and spec.model != recipe.model:
             raise ValueError(
-                "inject.engine 'hf' uses the MLLM's own language model (as in the paper); to rewrite with "
-                "another model, serve it (vLLM, transformers serve) and use inject.engine 'openai' with "
-                "inject.model"
+                f"inject.engine {spec.engine!r} uses the MLLM's own language model (as in the paper); to "
+                "rewrite with another model, serve it (vLLM, transformers serve) and use inject.engine "
+                "'openai' with inject.model"
             )
+        if spec.engine == "vllm":
+            from bpo_data.engines.vllm_engine import VllmTextEngine
+
+            if vllm_runtime is None:
+                raise ValueError(
+                    "inject.engine 'vllm' needs the vLLM runtime; this is a bug in run.build_makers"
+                )
+            engine = VllmTextEngine(vllm_runtime)
+            return cls(f"vllm:{recipe.model}", spec.batch_size, meta, injector=injector, engine=engine)
+        from bpo_data.engines.hf import HFTextEngine
+
         if runtime is None:
             raise ValueError("inject.engine 'hf' needs the MLLM loaded; this is a bug in run.build_makers")
         return cls(

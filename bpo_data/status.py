@@ -1,0 +1,186 @@
+"""``bpo-data status DIR``: how far each shard of a generation folder is, and whether it is still running.
+
+It only reads: the shard files (``pairs-``/``rejects-i-of-N.jsonl``), each run's plan (its pair
+keys, written when the run starts) and summary (written when it ends), and the shard locks. Progress
+is counted by key, so a folder filled with several shard counts (resharded between runs) still shows
+exactly which planned pairs are done, whoever wrote them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from bpo_data.store import RETRYABLE_REASONS, count_lines, done_keys, iter_jsonl, lock_is_held
+
+_SHARD_FILE = re.compile(r"^\.?(pairs|rejects|summary|plan|lock|pid)-(\d+)-of-(\d+)(?:\.jsonl|\.json)?$")
+
+
+@dataclass
+class ShardStatus:
+    """One shard ``index/num_shards`` of a folder; ``planned`` is None when no run of it got to plan."""
+
+    index: int
+    num_shards: int
+    state: str  # running | complete | incomplete
+    done: int
+    planned: int | None
+    pairs: int
+    rejects: dict[str, int] = field(default_factory=dict)
+    pairs_per_s: float | None = None
+    last_write: str | None = None
+    live: bool = False
+    pid: int | None = None
+    host: str | None = None
+
+    @property
+    def shard(self) -> str:
+        return f"{self.index}/{self.num_shards}"
+
+    def to_dict(self) -> dict:
+        return {"shard": self.shard, **asdict(self)}
+
+
+@dataclass
+class FolderStatus:
+    out_dir: str
+    shards: list[ShardStatus]
+    done: int
+    planned: int | None
+
+    def to_dict(self) -> dict:
+        return {
+            "out_dir": self.out_dir,
+            "done": self.done,
+            "planned": self.planned,
+            "shards": [s.to_dict() for s in self.shards],
+        }
+
+
+def _read_json(path: Path) -> dict | None:
+    """A plan or summary; None when absent or half-written (they are replaced atomically, so rarely)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds")
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return None
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def shard_ids(out_dir: Path) -> list[tuple[int, int]]:
+    """Every (index, num_shards) with a file in ``out_dir``, whatever the shard counts."""
+    found = {(int(m[2]), int(m[3])) for p in out_dir.iterdir() if (m := _SHARD_FILE.match(p.name))}
+    return sorted(found, key=lambda ids: (ids[1], ids[0]))
+
+
+def _stem(index: int, num_shards: int) -> str:
+    return f"{index:05d}-of-{num_shards:05d}"
+
+
+def _pairs_per_s(
+    plan: dict | None,
+    summary: dict | None,
+    summary_time: float | None,
+    pairs: int,
+    live: bool,
+    last_write: float | None,
+) -> float | None:
+    """A finished run's rate from its summary; for a run still going (or killed), pairs since its start."""
+    if summary is not None and (plan is None or (summary_time or 0) >= plan["started_at"]):
+        return summary["pairs_per_s"]
+    if plan is None:
+        return None
+    elapsed = (time.time() if live else (last_write or 0)) - plan["started_at"]
+    return (pairs - plan["pair_lines_at_start"]) / elapsed if elapsed > 0 else 0.0
+
+
+def _shard_status(
+    out_dir: Path, index: int, num_shards: int, plan: dict | None, done_set: set[str]
+) -> ShardStatus:
+    stem = _stem(index, num_shards)
+    pairs_path, rejects_path = out_dir / f"pairs-{stem}.jsonl", out_dir / f"rejects-{stem}.jsonl"
+    summary_path = out_dir / f"summary-{stem}.json"
+    summary = _read_json(summary_path)
+    rejects = (
+        Counter(r.get("reason", "unknown") for r in iter_jsonl(rejects_path)) if rejects_path.exists() else {}
+    )
+    pairs = count_lines(pairs_path)
+    writes = [t for t in (_mtime(pairs_path), _mtime(rejects_path)) if t is not None]
+    last_write = max(writes) if writes else None
+    pid_path = out_dir / f".pid-{stem}"
+    pid = _read_pid(pid_path)
+    # A clean exit removes the pid file, so only a live or killed holder needs the lock probe.
+    live = pid is not None and lock_is_held(out_dir / f".lock-{stem}")
+
+    if plan is not None:
+        planned: int | None = len(plan["pair_keys"])
+        done = len(done_set.intersection(plan["pair_keys"]))
+    else:
+        planned = summary["pairs_planned"] if summary else None
+        final = sum(n for reason, n in rejects.items() if reason not in RETRYABLE_REASONS)
+        done = pairs + final
+
+    rate = _pairs_per_s(plan, summary, _mtime(summary_path), pairs, live, last_write)
+    if live:
+        state = "running"
+    elif planned is not None and done >= planned:
+        state = "complete"
+    else:
+        state = "incomplete"
+    return ShardStatus(
+        index=index,
+        num_shards=num_shards,
+        state=state,
+        done=done,
+        planned=planned,
+        pairs=pairs,
+        rejects=dict(sorted(rejects.items())),
+        pairs_per_s=round(rate, 3) if rate is not None else None,
+        last_write=_iso(last_write),
+        live=live,
+        pid=pid,
+        host=plan.get("host") if plan and plan.get("pid") == pid else None,
+    )
+
+
+def folder_status(out_dir: str | Path) -> FolderStatus:
+    """The status of every shard found in ``out_dir``; the totals count each planned key once."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        raise FileNotFoundError(f"{out_dir} is not a folder; give the --out folder of `bpo-data generate`")
+    found = shard_ids(out_dir)
+    if not found:
+        raise FileNotFoundError(
+            f"{out_dir} holds no shard files (pairs-i-of-N.jsonl); has `bpo-data generate` or "
+            "`bpo-data launch` written there yet?"
+        )
+    done_set = done_keys(out_dir)
+    plans = {ids: _read_json(out_dir / f"plan-{_stem(*ids)}.json") for ids in found}
+    shards = [_shard_status(out_dir, index, total, plans[index, total], done_set) for index, total in found]
+    planned_keys = {key for plan in plans.values() if plan is not None for key in plan["pair_keys"]}
+    if planned_keys:
+        return FolderStatus(str(out_dir), shards, len(done_set & planned_keys), len(planned_keys))
+    return FolderStatus(str(out_dir), shards, len(done_set), None)

@@ -1,0 +1,127 @@
+"""The cached judge over real HTTP: replays make no call, tags separate deliberate repeats, failures
+are reported after the successes are cached, keys stay secret; and once against `transformers serve`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from eval_fixtures import build_mmvet
+from servers import error, ok, scripted_server, transformers_serve
+
+from trainer_min.eval import mmvet
+from trainer_min.eval.errors import EvalError
+from trainer_min.eval.judge import Judge, JudgeError, JudgeRequest
+
+CANARY_KEY = "sk-test-CANARY-eval-0123456789"
+
+
+def ask(text: str, **tag) -> JudgeRequest:
+    return JudgeRequest(messages=[{"role": "user", "content": text}], temperature=0.0, max_tokens=4, tag=tag)
+
+
+def echo(body: dict):
+    return ok("echo " + body["messages"][0]["content"])
+
+
+def test_second_run_answers_from_the_cache_without_any_call(tmp_path):
+    cache = tmp_path / "judge_cache.jsonl"
+    with scripted_server(echo) as server:
+        judge = Judge("m", cache, base_url=server.url)
+        first = judge.complete([ask("a"), ask("b"), ask("a")])
+        judge.close()
+        assert len(server.calls) == 2  # the repeated request was answered from the cache in the same batch
+    with scripted_server([error(500)]) as down:
+        again = Judge("m", cache, base_url=down.url)
+        assert again.complete([ask("b"), ask("a")]) == [first[1], first[0]]
+        assert down.calls == [] and again.stats.calls == 0 and again.stats.cached == 2
+        again.close()
+    assert first == ["echo a", "echo b", "echo a"]
+
+
+def test_key_covers_model_params_and_tag(tmp_path):
+    base = ask("q")
+    keys = {
+        base.key("m"),
+        base.key("other-model"),
+        JudgeRequest(base.messages, temperature=0.5, max_tokens=4).key("m"),
+        JudgeRequest(base.messages, temperature=0.0, max_tokens=5).key("m"),
+        ask("q", run=1).key("m"),
+    }
+    assert len(keys) == 5
+    assert ask("q", run=1).key("m") == ask("q", run=1).key("m")
+
+
+def test_failures_raise_after_caching_the_successes(tmp_path):
+    cache = tmp_path / "judge_cache.jsonl"
+
+    def half_broken(body):
+        return error(404, "no such model") if "bad" in body["messages"][0]["content"] else ok("fine")
+
+    with scripted_server(half_broken) as server:
+        judge = Judge("m", cache, base_url=server.url)
+        with pytest.raises(JudgeError, match=r"1 of 2 calls .*rerun the same command"):
+            judge.complete([ask("good"), ask("bad")])
+        judge.close()
+    with scripted_server(echo) as fixed:
+        judge = Judge("m", cache, base_url=fixed.url)
+        assert judge.complete([ask("good"), ask("bad")]) == ["fine", "echo bad"]
+        assert len(fixed.calls) == 1
+        judge.close()
+
+
+def test_a_torn_cache_line_is_redone(tmp_path):
+    cache = tmp_path / "judge_cache.jsonl"
+    with scripted_server(echo) as server:
+        judge = Judge("m", cache, base_url=server.url)
+        judge.complete([ask("a")])
+        judge.close()
+    with cache.open("a") as sink:
+        sink.write('{"key": "abc", "te')
+    with scripted_server(echo) as server:
+        judge = Judge("m", cache, base_url=server.url)
+        assert judge.complete([ask("a"), ask("b")]) == ["echo a", "echo b"]
+        assert len(server.calls) == 1
+        judge.close()
+
+
+def test_the_key_is_sent_but_never_written(tmp_path, monkeypatch):
+    monkeypatch.setenv("JUDGE_KEY", CANARY_KEY)
+    cache = tmp_path / "judge_cache.jsonl"
+    with scripted_server(echo) as server:
+        judge = Judge("m", cache, base_url=server.url, api_key_env="JUDGE_KEY")
+        judge.complete([ask("a")])
+        judge.close()
+    assert server.calls[0].headers["authorization"] == f"Bearer {CANARY_KEY}"
+    assert CANARY_KEY not in cache.read_text()
+    assert CANARY_KEY not in json.dumps(judge.describe())
+
+
+def test_openai_without_a_key_says_which_variable_to_set(tmp_path, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    judge = Judge("gpt-4o", tmp_path / "c.jsonl")
+    with pytest.raises(EvalError, match="OPENAI_API_KEY.*--judge-base-url"):
+        judge.complete([ask("a")])
+
+
+@pytest.mark.slow
+def test_mmvet_grading_over_transformers_serve(smoke_model_dir, tmp_path):
+    """Wire compatibility only: the smoke model answers noise, so a grade is parsed or 0 after five tries."""
+    items = mmvet.load_items(build_mmvet(tmp_path / "mm-vet"))[:1]
+    with transformers_serve(smoke_model_dir) as url:
+        judge = Judge(str(smoke_model_dir), tmp_path / "cache.jsonl", base_url=url, concurrency=1)
+        try:
+            metrics = mmvet.score(
+                items, {"v1_0": "a cat"}, judge, mmvet.load_prompt(None), 1, tmp_path / "out"
+            )
+        finally:
+            judge.close()
+    grade = json.loads((tmp_path / "out" / "grades.json").read_text())["v1_0"]
+    [tries], [parsed], [score] = grade["tries"], grade["parsed"], grade["score"]
+    assert judge.stats.calls == tries and 1 <= tries <= len(mmvet.TEMPERATURES)
+    assert isinstance(grade["content"][0], str)
+    if parsed:
+        assert score == mmvet.parse_correctness(grade["content"][0])
+    else:
+        assert tries == len(mmvet.TEMPERATURES) and score == 0.0 and metrics["scored_zero_unparsable"] == 1
+    assert metrics["total"] == pytest.approx(score * 100, abs=0.05)

@@ -1,0 +1,219 @@
+"""The judge: any OpenAI-compatible chat model, with every answer cached on disk.
+
+Judges get retired and sampling makes them drift, so a benchmark number is only worth keeping
+if it can be replayed. Every call is keyed by the sha256 of its canonical JSON (model, messages,
+sampling parameters and a ``tag`` that tells deliberate repeats apart, such as MM-Vet's runs);
+a rerun with the same out dir makes no call and gives bit-identical numbers. Transport, retries
+(429, 5xx, timeouts) and bounded concurrency are :class:`OpenAITextEngine`'s; the key never
+leaves the environment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from bpo_data.engines.base import TextRequest
+from bpo_data.engines.openai_compat import OPENAI_BASE_URL, OpenAITextEngine, normalize_base_url
+from bpo_data.recipe import SamplingParams
+from trainer_min.eval.errors import EvalError
+
+log = logging.getLogger(__name__)
+
+CACHE_FILE = "judge_cache.jsonl"
+# Requests per engine batch: the cache is written after each, so an interrupted run loses little.
+_CHUNK = 64
+
+
+class JudgeError(EvalError):
+    """Some judge calls failed for good; the ones that succeeded are cached."""
+
+
+@dataclass(frozen=True)
+class JudgeRequest:
+    """One chat completion. ``tag`` only enters the cache key (run index, attempt number)."""
+
+    messages: list[dict[str, str]]
+    temperature: float
+    max_tokens: int
+    top_p: float = 1.0
+    tag: dict[str, Any] = field(default_factory=dict)
+
+    def key(self, model: str) -> str:
+        payload = {
+            "model": model,
+            "messages": self.messages,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_tokens": self.max_tokens,
+            "tag": self.tag,
+        }
+        canonical = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+@dataclass
+class JudgeStats:
+    calls: int = 0
+    cached: int = 0
+    first_at: str | None = None
+    last_at: str | None = None
+
+    def saw(self, at: str) -> None:
+        self.first_at = min(self.first_at or at, at)
+        self.last_at = max(self.last_at or at, at)
+
+
+class Judge:
+    """Answers :class:`JudgeRequest` batches from the cache, or from the server for what is missing.
+
+    The server connection is opened on the first cache miss, so a full replay needs neither the
+    server nor a key.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        cache_path: str | os.PathLike,
+        base_url: str | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        concurrency: int = 8,
+        max_retries: int = 5,
+        timeout_s: float = 120.0,
+    ) -> None:
+        self.model = model
+        try:
+            self.base_url = normalize_base_url(base_url) if base_url else OPENAI_BASE_URL
+        except ValueError:
+            raise EvalError(
+                f"--judge-base-url {base_url!r} is not an absolute URL; write it as http://host:port/v1"
+            ) from None
+        self.api_key_env = api_key_env
+        self.concurrency = concurrency
+        self.max_retries = max_retries
+        self.timeout_s = timeout_s
+        self.cache_path = Path(cache_path)
+        self.stats = JudgeStats()
+        self._cache = _load_cache(self.cache_path)
+        self._engine: OpenAITextEngine | None = None
+
+    def describe(self) -> dict[str, Any]:
+        """What goes into results: which judge, where, and when the answers used were produced."""
+        return {
+            "model": self.model,
+            "base_url": self.base_url,
+            "first_call_at": self.stats.first_at,
+            "last_call_at": self.stats.last_at,
+        }
+
+    def complete(self, requests: Sequence[JudgeRequest]) -> list[str]:
+        """The judge's text for each request, in order; raises JudgeError if any call failed."""
+        keys = [r.key(self.model) for r in requests]
+        missing, asked = [], set()
+        for index, key in enumerate(keys):
+            if key not in self._cache and key not in asked:  # a repeat within the batch is asked once
+                asked.add(key)
+                missing.append(index)
+        failures: list[str] = []
+        for start in range(0, len(missing), _CHUNK):
+            chunk = missing[start : start + _CHUNK]
+            failures += self._call([requests[i] for i in chunk], [keys[i] for i in chunk])
+        if failures:
+            raise JudgeError(
+                f"{len(failures)} of {len(missing)} calls to judge {self.model!r} at {self.base_url} failed "
+                f"(first: {failures[0]}). The answers received are cached in {self.cache_path}; "
+                "rerun the same command to retry only the failed calls."
+            )
+        self.stats.cached += len(requests) - len(missing)
+        texts = []
+        for key in keys:
+            entry = self._cache[key]
+            self.stats.saw(entry["at"])
+            texts.append(entry["text"])
+        return texts
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
+
+    def _call(self, requests: list[JudgeRequest], keys: list[str]) -> list[str]:
+        engine = self._connect()
+        results = engine.generate(
+            [
+                TextRequest(
+                    messages=r.messages,
+                    sampling=SamplingParams(
+                        temperature=r.temperature, top_p=r.top_p, max_new_tokens=r.max_tokens
+                    ),
+                )
+                for r in requests
+            ]
+        )
+        self.stats.calls += len(requests)
+        at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        failures = []
+        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.cache_path.open("a", encoding="utf-8") as sink:
+            for request, key, result in zip(requests, keys, results):
+                if result.error is not None or result.text is None:
+                    failures.append(result.error or "the reply had no text")
+                    continue
+                entry = {"key": key, "model": self.model, "at": at, "text": result.text}
+                self._cache[key] = entry
+                sink.write(
+                    json.dumps({**entry, "request": _request_record(request)}, ensure_ascii=False) + "\n"
+                )
+        return failures
+
+    def _connect(self) -> OpenAITextEngine:
+        if self._engine is None:
+            if self.base_url == OPENAI_BASE_URL and not os.environ.get(self.api_key_env):
+                raise EvalError(
+                    f"judging with {self.model!r} at {self.base_url} needs an API key: set the environment "
+                    f"variable {self.api_key_env} (or name another with --judge-api-key-env), or point "
+                    "--judge-base-url at your own OpenAI-compatible server"
+                )
+            self._engine = OpenAITextEngine(
+                model=self.model,
+                base_url=self.base_url,
+                api_key_env=self.api_key_env,
+                concurrency=self.concurrency,
+                max_retries=self.max_retries,
+                timeout_s=self.timeout_s,
+            )
+        return self._engine
+
+
+def _request_record(request: JudgeRequest) -> dict[str, Any]:
+    return {
+        "messages": request.messages,
+        "temperature": request.temperature,
+        "top_p": request.top_p,
+        "max_tokens": request.max_tokens,
+        "tag": request.tag,
+    }
+
+
+def _load_cache(path: Path) -> dict[str, dict[str, Any]]:
+    """Entries by key. A torn last line (a run killed mid-write) is skipped: that call is simply redone."""
+    cache: dict[str, dict[str, Any]] = {}
+    if not path.exists():
+        return cache
+    with path.open(encoding="utf-8") as source:
+        for number, line in enumerate(source, 1):
+            try:
+                entry = json.loads(line)
+                cache[entry["key"]] = {"at": entry["at"], "text": entry["text"]}
+            except (ValueError, KeyError, TypeError):
+                log.warning(
+                    "%s line %d is not a cache entry; that judge call will be made again", path, number
+                )
+    return cache
