@@ -30,7 +30,7 @@ from bpo_data.engines.hf import HFVisionEngine, LlavaRuntime
 from bpo_data.negatives.prompt_files import load_prompt_file, render_messages
 from bpo_data.prompting import llava_prompt
 from bpo_data.recipe import NoiseSpec, Recipe, SamplingParams, load_recipe
-from bpo_data.smoke_model import ensure_smoke_model
+from bpo_data.smoke_model import ensure_smoke_model, llava_15_7b_config
 from bpo_data.types import Turn, Unit
 
 # Peak HBM/GDDR bandwidth in TB/s from the vendors' data sheets; first matching name wins.
@@ -54,41 +54,6 @@ TYPICAL_TOKENS = {
 }
 TEMPLATE_TOKENS = 12  # BOS, "USER: ", newline after <image>, " ASSISTANT:"
 HF_STATIC_BATCH_TAIL = 1.5  # a static batch decodes until its longest answer: ≈1.5× the mean
-
-
-def llava_15_7b_config(image_token_index: int, pad_token_id: int):
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
-
-    vision = CLIPVisionConfig(
-        hidden_size=1024,
-        intermediate_size=4096,
-        num_hidden_layers=24,
-        num_attention_heads=16,
-        image_size=336,
-        patch_size=14,
-        projection_dim=768,
-        hidden_act="quick_gelu",
-    )
-    text = LlamaConfig(
-        vocab_size=32064,
-        hidden_size=4096,
-        intermediate_size=11008,
-        num_hidden_layers=32,
-        num_attention_heads=32,
-        num_key_value_heads=32,
-        max_position_embeddings=4096,
-        rms_norm_eps=1e-5,
-        pad_token_id=pad_token_id,
-    )
-    return LlavaConfig(
-        vision_config=vision,
-        text_config=text,
-        image_token_index=image_token_index,
-        vision_feature_layer=-2,
-        vision_feature_select_strategy="default",
-        image_seq_length=576,
-        pad_token_id=pad_token_id,
-    )
 
 
 def random_llava_7b(device: torch.device) -> LlavaRuntime:

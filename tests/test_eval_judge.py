@@ -70,6 +70,15 @@ def test_failures_raise_after_caching_the_successes(tmp_path):
         judge.close()
 
 
+def test_judge_errors_name_the_eval_flags_not_the_recipe(tmp_path):
+    with scripted_server(lambda body: error(401, "bad key")) as server:
+        judge = Judge("m", tmp_path / "c.jsonl", base_url=server.url, api_key_env="JUDGE_KEY")
+        with pytest.raises(JudgeError) as raised:
+            judge.complete([ask("a")])
+        judge.close()
+    assert "--judge-api-key-env" in str(raised.value) and "inject." not in str(raised.value)
+
+
 def test_a_torn_cache_line_is_redone(tmp_path):
     cache = tmp_path / "judge_cache.jsonl"
     with scripted_server(echo) as server:

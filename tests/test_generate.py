@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from llava_fixtures import write_llava_source
 from PIL import Image
 
 from bpo_data.store import iter_jsonl
-
-OBJECTS = ["dog", "cat", "car", "bus", "cup", "chair"]
 
 
 def _cli(*args: str, env: dict, check: bool = True, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -37,35 +36,6 @@ def env(tmp_path, smoke_model_dir) -> dict:
     os.symlink(smoke_model_dir, cache / "smoke-llava-v1")
     env["BPO_DATA_CACHE"] = str(cache)
     return env
-
-
-def _write_source(root: Path, n: int, *, extra: list[dict] | None = None) -> tuple[Path, Path]:
-    images = root / "images"
-    images.mkdir(parents=True)
-    records = []
-    for i in range(n):
-        Image.new("RGB", (40, 40), (i * 9 % 256, 80, 160)).save(images / f"{i}.jpg")
-        n_obj = i % 4 + 1
-        obj = OBJECTS[i % len(OBJECTS)]
-        records.append(
-            {
-                "id": f"r{i}",
-                "image": f"{i}.jpg",
-                "conversations": [
-                    {"from": "human", "value": "<image>\nWhat is in the picture?"},
-                    {"from": "gpt", "value": f"There are {n_obj} red {obj}s to the left of a blue car."},
-                    {"from": "human", "value": "What colour is the car?"},
-                    {
-                        "from": "gpt",
-                        "value": "The car on the right is blue and it is parked near two chairs.",
-                    },
-                ],
-            }
-        )
-    records.extend(extra or [])
-    data = root / "data.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in records))
-    return data, images
 
 
 def _recipe(
@@ -122,7 +92,7 @@ def test_demo_command_writes_a_loadable_dataset(tmp_path, env):
 
 @pytest.mark.parametrize("kill_after_lines", [1, 12])
 def test_kill_9_then_rerun_completes_without_loss_or_duplicates(tmp_path, env, kill_after_lines):
-    data, images = _write_source(tmp_path / "src", 24)
+    data, images = write_llava_source(tmp_path / "src", 24)
     recipe = _recipe(tmp_path / "r.yaml", data, images, batch_size=2)
     out = tmp_path / "out"
     args = ["generate", "--recipe", str(recipe), "--out", str(out), "--no-progress"]
@@ -167,7 +137,7 @@ def test_kill_9_then_rerun_completes_without_loss_or_duplicates(tmp_path, env, k
 
 
 def test_same_pairs_whatever_the_shard_count_and_resharding_is_safe(tmp_path, env):
-    data, images = _write_source(tmp_path / "src", 40)
+    data, images = write_llava_source(tmp_path / "src", 40)
     recipe = _recipe(tmp_path / "r.yaml", data, images, negatives={"inject": 1.0}, quota=50)
     one, two, mixed = tmp_path / "one", tmp_path / "two", tmp_path / "mixed"
     _cli("generate", "--recipe", str(recipe), "--out", str(one), "--no-progress", env=env)
@@ -232,7 +202,7 @@ def test_bad_input_is_rejected_with_reasons_and_the_run_goes_on(tmp_path, env):
         },
         {"id": "noanswer", "image": "0.jpg", "conversations": [{"from": "human", "value": "<image>\nWhat?"}]},
     ]
-    data, images = _write_source(root, 6, extra=extra)
+    data, images = write_llava_source(root, 6, extra=extra)
     Image.new("CMYK", (30, 30), (0, 255, 255, 0)).save(images / "cmyk.jpg")
     with open(data, "a") as handle:
         handle.write('{"id": "broken", "image": \n')

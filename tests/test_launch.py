@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from PIL import Image
+from llava_fixtures import write_llava_source
 from typer.testing import CliRunner
 
 from bpo_data.cli import app
@@ -21,32 +21,6 @@ from bpo_data.export import export_dataset
 from bpo_data.store import iter_jsonl
 
 RECORDS = 40  # x 2 turns x 2 negative types = 160 planned pairs
-
-
-def _write_source(root: Path, n: int) -> tuple[Path, Path]:
-    images = root / "images"
-    images.mkdir(parents=True)
-    records = []
-    for i in range(n):
-        Image.new("RGB", (40, 40), (i * 11 % 256, 90, 150)).save(images / f"{i}.jpg")
-        records.append(
-            {
-                "id": f"r{i}",
-                "image": f"{i}.jpg",
-                "conversations": [
-                    {"from": "human", "value": "<image>\nWhat is in the picture?"},
-                    {"from": "gpt", "value": f"There are {i % 4 + 1} red dogs to the left of a blue car."},
-                    {"from": "human", "value": "What colour is the car?"},
-                    {
-                        "from": "gpt",
-                        "value": "The car on the right is blue and it is parked near two chairs.",
-                    },
-                ],
-            }
-        )
-    data = root / "data.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in records))
-    return data, images
 
 
 def _write_recipe(path: Path, data: Path, images: Path) -> Path:
@@ -125,7 +99,7 @@ def job(tmp_path_factory, smoke_model_dir) -> dict:
     os.symlink(smoke_model_dir, cache / "smoke-llava-v1")
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "CUDA_VISIBLE_DEVICES")}
     env.update(BPO_DATA_CACHE=str(cache), OMP_NUM_THREADS="1", COLUMNS="200")
-    data, images = _write_source(root / "src", RECORDS)
+    data, images = write_llava_source(root / "src", RECORDS)
     recipe = _write_recipe(root / "r.yaml", data, images)
     clean = root / "clean"
     _cli("generate", "--recipe", str(recipe), "--out", str(clean), "--no-progress", env=env)
@@ -271,7 +245,7 @@ def _slurm_launch(tmp_path: Path, recipe: Path, *extra: str):
 
 
 def test_slurm_script_is_a_valid_array_whose_task_runs_its_shard(tmp_path):
-    data, images = _write_source(tmp_path / "src", 1)
+    data, images = write_llava_source(tmp_path / "src", 1)
     recipe = _write_recipe(tmp_path / "r.yaml", data, images)
     result = _slurm_launch(tmp_path, recipe)
     assert result.exit_code == 0, result.output
@@ -309,7 +283,7 @@ def test_slurm_script_is_a_valid_array_whose_task_runs_its_shard(tmp_path):
 
 
 def test_slurm_submit_calls_sbatch_with_the_script_and_reports_its_failure(tmp_path, monkeypatch):
-    data, images = _write_source(tmp_path / "src", 1)
+    data, images = write_llava_source(tmp_path / "src", 1)
     recipe = _write_recipe(tmp_path / "r.yaml", data, images)
     calls = tmp_path / "sbatch-calls"
     _fake(

@@ -28,6 +28,7 @@ from bpo_data.engines.vllm_engine import (
 from bpo_data.prompting import IMAGE_TOKEN, llava_prompt
 from bpo_data.recipe import NoiseSpec, Recipe, SamplingParams, VllmSpec
 from bpo_data.run import build_makers
+from bpo_data.smoke_model import llava_15_7b_config
 
 needs_vllm = pytest.mark.skipif(
     importlib.util.find_spec("vllm") is None, reason="vLLM is not installed: it needs a CUDA GPU build"
@@ -118,25 +119,9 @@ def test_prompt_is_the_one_the_hf_engine_uses(embedder):
 
 def test_llava_15_7b_sized_embeddings_have_the_language_models_shape_and_dtype():
     """CLIP ViT-L/14-336 into Llama-2-7B's width, on the meta device: real sizes, no compute."""
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig
+    from transformers import CLIPImageProcessor
 
-    vision = CLIPVisionConfig(
-        hidden_size=1024,
-        intermediate_size=4096,
-        num_hidden_layers=24,
-        num_attention_heads=16,
-        image_size=336,
-        patch_size=14,
-        projection_dim=768,
-    )
-    text = LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, vocab_size=32064)
-    config = LlavaConfig(
-        vision_config=vision,
-        text_config=text,
-        image_token_index=32000,
-        vision_feature_layer=-2,
-        vision_feature_select_strategy="default",
-    )
+    config = llava_15_7b_config()
     processor = CLIPImageProcessor(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336})
     embedder = ImageEmbedder.from_config(config, processor, torch.device("meta"), torch.bfloat16)
     noises = [NoiseSpec(step=500, space="features"), NoiseSpec(step=900), None]

@@ -109,11 +109,20 @@ class OpenAITextEngine:
         timeout_s: float = 120.0,
         backoff_base_s: float = 1.0,
         backoff_max_s: float = 30.0,
+        settings: str = "inject",
     ) -> None:
+        # ``settings`` names where the user sets these values ("inject" → inject.model in a recipe,
+        # "judge" → the eval command's --judge-* flags), so error messages point at the right place.
+        self._names = {
+            field: f"{settings}.{field}"
+            if settings == "inject"
+            else f"--{settings}-{field.replace('_', '-')}"
+            for field in ("model", "base_url", "api_key_env", "concurrency", "max_retries")
+        }
         if concurrency < 1:
-            raise ValueError(f"inject.concurrency must be at least 1, got {concurrency}")
+            raise ValueError(f"{self._names['concurrency']} must be at least 1, got {concurrency}")
         if max_retries < 0:
-            raise ValueError(f"inject.max_retries must be 0 or more, got {max_retries}")
+            raise ValueError(f"{self._names['max_retries']} must be 0 or more, got {max_retries}")
         self.model = model
         self.base_url = normalize_base_url(base_url) if base_url else OPENAI_BASE_URL
         self.api_key_env = api_key_env
@@ -126,7 +135,8 @@ class OpenAITextEngine:
         if key is None and _is_openai(self.base_url):
             raise ValueError(
                 f"no API key for {self.base_url}: set the environment variable {api_key_env} "
-                "(or name another one in inject.api_key_env), or point inject.base_url at your own server"
+                f"(or name another one with {self._names['api_key_env']}), or point "
+                f"{self._names['base_url']} at your own server"
             )
         # Kept only for redaction; the engine's repr never shows it.
         self._secret = key
@@ -235,11 +245,11 @@ class OpenAITextEngine:
         status = err.status_code
         fatal = {
             401: f"authentication failed (HTTP 401) at {self.base_url}: set {self.api_key_env} "
-            "(or the variable named by inject.api_key_env) to a valid key",
+            f"(or the variable named by {self._names['api_key_env']}) to a valid key",
             403: f"permission denied (HTTP 403) at {self.base_url}: the key in {self.api_key_env} "
             f"may not use model {self.model!r}",
-            404: f"not found (HTTP 404): check inject.model ({self.model!r}) and inject.base_url "
-            f"({self.base_url}); the server may serve another model",
+            404: f"not found (HTTP 404): check {self._names['model']} ({self.model!r}) and "
+            f"{self._names['base_url']} ({self.base_url}); the server may serve another model",
         }
         if status in fatal:
             return _Failure(False, fatal[status])

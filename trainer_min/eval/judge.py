@@ -188,6 +188,7 @@ class Judge:
                 concurrency=self.concurrency,
                 max_retries=self.max_retries,
                 timeout_s=self.timeout_s,
+                settings="judge",
             )
         return self._engine
 

@@ -1,0 +1,39 @@
+"""A small LLaVA-format source on disk (JSONL + drawn images) for the end-to-end tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from PIL import Image
+
+OBJECTS = ["dog", "cat", "car", "bus", "cup", "chair"]
+
+
+def write_llava_source(root: Path, n: int, *, extra: list[dict] | None = None) -> tuple[Path, Path]:
+    images = root / "images"
+    images.mkdir(parents=True)
+    records = []
+    for i in range(n):
+        Image.new("RGB", (40, 40), (i * 9 % 256, 80, 160)).save(images / f"{i}.jpg")
+        n_obj = i % 4 + 1
+        obj = OBJECTS[i % len(OBJECTS)]
+        records.append(
+            {
+                "id": f"r{i}",
+                "image": f"{i}.jpg",
+                "conversations": [
+                    {"from": "human", "value": "<image>\nWhat is in the picture?"},
+                    {"from": "gpt", "value": f"There are {n_obj} red {obj}s to the left of a blue car."},
+                    {"from": "human", "value": "What colour is the car?"},
+                    {
+                        "from": "gpt",
+                        "value": "The car on the right is blue and it is parked near two chairs.",
+                    },
+                ],
+            }
+        )
+    records.extend(extra or [])
+    data = root / "data.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return data, images
