@@ -83,7 +83,8 @@ def random_llava_7b(device: torch.device) -> LlavaRuntime:
     return LlavaRuntime(model_id="random-llava-1.5-7b", model=model, processor=processor, device=device)
 
 
-def _requests(n: int, max_new_tokens: int) -> list[VisionRequest]:
+def weakening_requests(n: int, max_new_tokens: int) -> list[VisionRequest]:
+    """``n`` distinct drawn images, each with its own noise draw; greedy, so batch sizes do equal work."""
     out = []
     for i in range(n):
         image = Image.new("RGB", (640, 480), (i * 7 % 256, 120, 200))
@@ -142,10 +143,12 @@ def _timed(engine: HFVisionEngine, requests: list[VisionRequest], batch: int) ->
 
 def measure(engine: HFVisionEngine, requests: int, batch: int, max_new_tokens: int, repeats: int) -> Run:
     """The fastest of ``repeats`` timings of each pass: other load on the machine only adds time."""
-    _timed(engine, _requests(batch, 2), batch)  # warm-up at this batch size: kernels, allocator
-    prefill = min((_timed(engine, _requests(requests, 1), batch) for _ in range(repeats)), key=lambda t: t[0])
+    _timed(engine, weakening_requests(batch, 2), batch)  # warm-up at this batch size: kernels, allocator
+    prefill = min(
+        (_timed(engine, weakening_requests(requests, 1), batch) for _ in range(repeats)), key=lambda t: t[0]
+    )
     full = min(
-        (_timed(engine, _requests(requests, max_new_tokens), batch) for _ in range(repeats)),
+        (_timed(engine, weakening_requests(requests, max_new_tokens), batch) for _ in range(repeats)),
         key=lambda t: t[0],
     )
     return Run(batch, full[0], prefill[0], full[1], prefill[2], requests, max_new_tokens)
@@ -251,6 +254,8 @@ def main() -> None:
     runtime.model.generation_config.eos_token_id = None  # every request makes exactly max_new_tokens
     engine = HFVisionEngine(runtime)
     batches = sorted(set(args.batch or [16 if args.tiny else 32]) - {1})
+    if not batches:
+        parser.error("--batch needs at least one size above 1: every size is compared with batch 1")
     requests = args.requests or max(batches)
     max_new = args.max_new_tokens or (128 if args.tiny else 64)
     params = sum(p.numel() for p in runtime.model.parameters())

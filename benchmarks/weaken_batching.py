@@ -12,30 +12,11 @@ import argparse
 import time
 
 import torch
-from PIL import Image, ImageDraw
+from gpu_throughput import weakening_requests
 from transformers.utils import logging as hf_logging
 
-from bpo_data.engines.base import VisionRequest
 from bpo_data.engines.hf import HFVisionEngine, LlavaRuntime
-from bpo_data.recipe import NoiseSpec, SamplingParams
 from bpo_data.smoke_model import ensure_smoke_model
-
-
-def _requests(n: int, max_new_tokens: int) -> list[VisionRequest]:
-    out = []
-    for i in range(n):
-        image = Image.new("RGB", (96, 96), (i * 5 % 256, 120, 200))
-        ImageDraw.Draw(image).rectangle((10 + i % 40, 10, 60, 60), fill=(250, 250, 0))
-        out.append(
-            VisionRequest(
-                image=image,
-                messages=[{"role": "user", "content": "Describe the image."}],
-                sampling=SamplingParams(temperature=0.0, max_new_tokens=max_new_tokens),
-                noise=NoiseSpec(step=500),
-                noise_seed=i,
-            )
-        )
-    return out
 
 
 def main() -> None:
@@ -52,7 +33,7 @@ def main() -> None:
     model = str(ensure_smoke_model()) if args.model == "smoke" else args.model
     runtime = LlavaRuntime.load(model, device=args.device)
     engine = HFVisionEngine(runtime)
-    requests = _requests(args.requests, args.max_new_tokens)
+    requests = weakening_requests(args.requests, args.max_new_tokens)
     engine.generate(requests[:2])  # warm-up
 
     def timed(batch: int) -> tuple[float, int]:

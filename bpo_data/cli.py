@@ -153,6 +153,7 @@ def _print_summary(summary, out_dir: Path) -> None:
     table.add_row("pairs planned", str(summary.pairs_planned))
     table.add_row("already done (resumed)", str(summary.already_done))
     table.add_row("pairs written", str(summary.pairs_written))
+    table.add_row("models loaded", "yes" if summary.models_loaded else "no (nothing left to generate)")
     table.add_row("rejects", str(sum(summary.rejects.values())))
     for reason, count in sorted(summary.rejects.items()):
         table.add_row(f"  {reason}", str(count))

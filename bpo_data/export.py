@@ -27,6 +27,7 @@ from datasets import Features, Image, Value
 from bpo_data.card import write_card
 from bpo_data.images import ImageError, image_bytes_for_dataset
 from bpo_data.smoke_model import SMOKE_MODEL_ID
+from bpo_data.store import numbered_records
 
 log = logging.getLogger(__name__)
 
@@ -200,21 +201,14 @@ def _shard_files(out_dir: Path, prefix: str) -> list[Path]:
 
 def _read_lines(path: Path, stats: ExportStats | None) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (line number, record); a line a killed writer left half-written is skipped and counted."""
-    with path.open("rb") as handle:  # bytes: a torn write may also have cut a UTF-8 character in half
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError:  # invalid JSON or invalid UTF-8
-                record = None
-            if not isinstance(record, dict):
-                if stats is not None:
-                    stats.torn_lines += 1
-                if line.endswith(b"\n"):
-                    log.warning("%s:%d is not valid JSON (a torn write?); skipped", path, number)
-                continue
-            yield number, record
+
+    def skipped(number: int, complete: bool) -> None:
+        if stats is not None:
+            stats.torn_lines += 1
+        if complete:  # a torn last line is expected after a kill; a bad line in the middle is not
+            log.warning("%s:%d is not valid JSON (a torn write?); skipped", path, number)
+
+    return numbered_records(path, skipped)
 
 
 def _iter_pairs(inputs: list[Path], stats: ExportStats, seen: set[str]) -> Iterator[dict[str, Any]]:

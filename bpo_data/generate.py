@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +27,7 @@ from bpo_data.recipe import Recipe, SourceSpec
 from bpo_data.sampling import bottom_k, negative_types
 from bpo_data.sources import read_units
 from bpo_data.store import ShardStore, count_lines
-from bpo_data.types import Pair, Reject, Unit, pair_key
+from bpo_data.types import NegativeType, Pair, Reject, Unit, pair_key
 
 
 class NegativeMaker(Protocol):
@@ -69,6 +69,7 @@ class RunSummary:
     rejects: Counter = field(default_factory=Counter)
     elapsed_s: float = 0.0
     torn_bytes_repaired: int = 0
+    models_loaded: bool = False
 
     @property
     def pairs_per_s(self) -> float:
@@ -85,6 +86,7 @@ class RunSummary:
             "rejects": dict(self.rejects),
             "elapsed_s": round(self.elapsed_s, 3),
             "pairs_per_s": round(self.pairs_per_s, 3),
+            "models_loaded": self.models_loaded,
         }
 
 
@@ -99,21 +101,31 @@ def _source_with_overrides(
     return override.data or spec.data, override.image_root or spec.image_root
 
 
-class ShardRun:
-    """One run of one shard; ``makers`` maps a negative type to the object that makes it."""
+MakerFactory = Callable[[], tuple[dict[str, NegativeMaker], list[str]]]
 
-    def __init__(
-        self,
-        recipe: Recipe,
-        options: GenerateOptions,
-        makers: dict[str, NegativeMaker],
-        generators: list[str],
-    ):
+
+class ShardRun:
+    """One run of one shard.
+
+    ``build_makers`` returns the makers (negative type → the object that makes it) and the generator
+    ids they record. It is called only when the first unit with work left is reached, so a rerun of
+    a finished or nearly finished shard on a preempted GPU does not pay for loading a 7B model.
+    """
+
+    def __init__(self, recipe: Recipe, options: GenerateOptions, build_makers: MakerFactory):
         self.recipe = recipe
         self.options = options
-        self.makers = makers
-        self.generators = generators
+        self._build_makers = build_makers
+        self._makers: dict[str, NegativeMaker] | None = None
         self.summary = RunSummary(shard=f"{options.shard_index}/{options.num_shards}")
+
+    def _maker(self, kind: str) -> NegativeMaker:
+        if self._makers is None:
+            self._makers, generators = self._build_makers()
+            self.summary.models_loaded = True
+            opts = self.options
+            write_or_check_manifest(opts.out_dir, self.recipe, opts.recipe_path, generators)
+        return self._makers[kind]
 
     def _specs(self) -> list[SourceSpec]:
         wanted = self.options.sources
@@ -140,24 +152,34 @@ class ShardRun:
                 self.summary.units_read += 1
                 yield item.key
 
-    def plan(self, done: set[str]) -> dict[str, set[str]]:
-        """First pass: the sampled unit keys of this shard per source (bottom-k over the whole source)."""
-        selected: dict[str, set[str]] = {}
+    def plan(self, done: set[str]) -> dict[str, dict[str, list[NegativeType]]]:
+        """First pass: per source, this shard's sampled units (bottom-k over the whole source) and the
+        negative types each one gets. Decided once here; the second pass only looks them up."""
+        selected: dict[str, dict[str, list[NegativeType]]] = {}
         for spec in self._specs():
-            mine = {k for k in bottom_k(self._unit_keys(spec), spec.quota, self.recipe.seed) if self._mine(k)}
-            selected[spec.name] = mine
-            for key in mine:
-                for kind in negative_types(key, spec, self.recipe.seed):
-                    self.summary.pairs_planned += 1
-                    if pair_key(key, kind) in done:
-                        self.summary.already_done += 1
+            sampled = bottom_k(self._unit_keys(spec), spec.quota, self.recipe.seed)
+            selected[spec.name] = {
+                key: negative_types(key, spec, self.recipe.seed) for key in sampled if self._mine(key)
+            }
+        pair_keys = self._pair_keys(selected)
+        self.summary.pairs_planned = len(pair_keys)
+        self.summary.already_done = sum(key in done for key in pair_keys)
         return selected
+
+    @staticmethod
+    def _pair_keys(selected: dict[str, dict[str, list[NegativeType]]]) -> list[str]:
+        return sorted(
+            pair_key(key, kind)
+            for units in selected.values()
+            for key, kinds in units.items()
+            for kind in kinds
+        )
 
     def run(self, progress: ProgressHook | None = None) -> RunSummary:
         started = time.perf_counter()
         opts = self.options
         with ShardStore(opts.out_dir, opts.shard_index, opts.num_shards) as store:
-            write_or_check_manifest(opts.out_dir, self.recipe, opts.recipe_path, self.generators)
+            write_or_check_manifest(opts.out_dir, self.recipe, opts.recipe_path, [])
             self.summary.torn_bytes_repaired = store.torn_bytes
             done = store.done_keys()
             selected = self.plan(done)
@@ -170,15 +192,9 @@ class ShardRun:
             store.write_summary(self.summary.to_dict())
         return self.summary
 
-    def _plan_record(self, selected: dict[str, set[str]], store: ShardStore) -> dict:
+    def _plan_record(self, selected: dict[str, dict[str, list[NegativeType]]], store: ShardStore) -> dict:
         """This run's pair keys and start, so ``bpo-data status`` counts progress exactly while it runs."""
-        specs = {spec.name: spec for spec in self._specs()}
-        keys = sorted(
-            pair_key(key, kind)
-            for name, units in selected.items()
-            for key in units
-            for kind in negative_types(key, specs[name], self.recipe.seed)
-        )
+        keys = self._pair_keys(selected)
         return {
             "shard": self.summary.shard,
             "host": socket.gethostname(),
@@ -200,12 +216,12 @@ class ShardRun:
     def _run_source(
         self,
         spec: SourceSpec,
-        selected: set[str],
+        selected: dict[str, list[NegativeType]],
         done: set[str],
         store: ShardStore,
         progress: ProgressHook | None,
     ) -> None:
-        buffers: dict[str, list[tuple[Unit, Image.Image]]] = {kind: [] for kind in self.makers}
+        buffers: dict[str, list[tuple[Unit, Image.Image]]] = defaultdict(list)
         for item in self._units(spec):
             if isinstance(item, Reject):
                 if item.key not in done and self._mine(item.key):
@@ -214,11 +230,7 @@ class ShardRun:
             if item.key not in selected:
                 continue
             self.summary.units_seen += 1
-            todo = [
-                k
-                for k in negative_types(item.key, spec, self.recipe.seed)
-                if pair_key(item.key, k) not in done
-            ]
+            todo = [k for k in selected[item.key] if pair_key(item.key, k) not in done]
             if not todo:
                 continue
             try:
@@ -242,7 +254,7 @@ class ShardRun:
                 continue
             for kind in todo:
                 buffers[kind].append((item, image))
-                if len(buffers[kind]) >= self.makers[kind].batch_size:
+                if len(buffers[kind]) >= self._maker(kind).batch_size:
                     self._flush(kind, buffers[kind], store, done, progress)
                     buffers[kind] = []
         for kind, items in buffers.items():
@@ -257,7 +269,7 @@ class ShardRun:
         done: set[str],
         progress: ProgressHook | None,
     ) -> None:
-        pairs, rejects = self._make(self.makers[kind], items)
+        pairs, rejects = self._make(self._maker(kind), items)
         if self.options.strict and rejects:
             first = rejects[0]
             raise StrictModeError(f"{first.reason}: {first.detail} (key {first.key})")

@@ -95,12 +95,11 @@ def run_shard(
     recipe: Recipe, options: GenerateOptions, console: Console | None = None, progress: bool = True
 ) -> RunSummary:
     kinds = needed_types(recipe, options.sources)
-    makers, generators = build_makers(recipe, kinds)
     if recipe.model == SMOKE_MODEL_ID and console is not None:
         console.print(
             "[yellow]smoke model: a tiny random LLaVA built locally; its weakened answers are noise[/]"
         )
-    shard_run = ShardRun(recipe, options, makers, generators)
+    shard_run = ShardRun(recipe, options, lambda: build_makers(recipe, kinds))
     if not progress or console is None:
         return shard_run.run()
     columns = (

@@ -56,7 +56,6 @@ def build_smoke_model(out_dir: str | os.PathLike, spec: SmokeSpec = SmokeSpec())
         CLIPImageProcessor,
         CLIPVisionConfig,
         LlamaConfig,
-        LlavaConfig,
         LlavaForConditionalGeneration,
         LlavaProcessor,
         PreTrainedTokenizerFast,
@@ -107,16 +106,7 @@ def build_smoke_model(out_dir: str | os.PathLike, spec: SmokeSpec = SmokeSpec())
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
-    num_patches = (spec.image_size // spec.patch_size) ** 2
-    config = LlavaConfig(
-        vision_config=vision,
-        text_config=text,
-        image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
-        vision_feature_layer=-2,
-        vision_feature_select_strategy="default",
-        image_seq_length=num_patches,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    config = llava_config(vision, text, tokenizer.convert_tokens_to_ids(IMAGE_TOKEN), tokenizer.pad_token_id)
     torch.manual_seed(spec.seed)
     model = LlavaForConditionalGeneration(config).eval()
     model.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -153,7 +143,7 @@ def ensure_smoke_model(cache_dir: str | os.PathLike | None = None) -> Path:
 
 def llava_15_7b_config(image_token_index: int = 32000, pad_token_id: int = 32001):
     """The sizes of llava-hf/llava-1.5-7b-hf (CLIP ViT-L/14-336 + Llama-2-7B), for benchmarks and tests."""
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
+    from transformers import CLIPVisionConfig, LlamaConfig
 
     vision = CLIPVisionConfig(
         hidden_size=1024,
@@ -176,12 +166,19 @@ def llava_15_7b_config(image_token_index: int = 32000, pad_token_id: int = 32001
         rms_norm_eps=1e-5,
         pad_token_id=pad_token_id,
     )
+    return llava_config(vision, text, image_token_index, pad_token_id)
+
+
+def llava_config(vision, text, image_token_index: int, pad_token_id: int):
+    """LLaVA-1.5's wiring of a vision tower to a language model: the penultimate CLIP layer, CLS dropped."""
+    from transformers import LlavaConfig
+
     return LlavaConfig(
         vision_config=vision,
         text_config=text,
         image_token_index=image_token_index,
         vision_feature_layer=-2,
         vision_feature_select_strategy="default",
-        image_seq_length=576,
+        image_seq_length=(vision.image_size // vision.patch_size) ** 2,
         pad_token_id=pad_token_id,
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from filelock import FileLock, Timeout
@@ -42,16 +42,34 @@ def parse_shard_spec(text: str) -> tuple[int, int]:
     return index, total
 
 
-def iter_jsonl(path: Path) -> Iterator[dict]:
-    """Complete JSON lines of a shard file; a torn or corrupt line (a writer killed mid-write) is skipped."""
+def numbered_records(
+    path: Path, on_skip: Callable[[int, bool], None] | None = None
+) -> Iterator[tuple[int, dict]]:
+    """(line number, record) for each JSON object line of a shard file.
+
+    A line that is not one — a write torn by a kill (no newline; read as bytes, since it may end
+    inside a UTF-8 character) or a corrupt line — is skipped and reported to
+    ``on_skip(line number, ends_with_newline)``; readers decide whether that deserves a warning.
+    """
     with open(path, "rb") as handle:
-        for raw in handle:
-            if not raw.endswith(b"\n"):
-                return
-            try:
-                yield json.loads(raw)
-            except ValueError:
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
                 continue
+            complete = raw.endswith(b"\n")
+            try:
+                record = json.loads(raw) if complete else None
+            except ValueError:
+                record = None
+            if isinstance(record, dict):
+                yield number, record
+            elif on_skip is not None:
+                on_skip(number, complete)
+
+
+def iter_jsonl(path: Path) -> Iterator[dict]:
+    """The records of a shard file, torn and corrupt lines skipped."""
+    for _, record in numbered_records(path):
+        yield record
 
 
 def repair_tail(path: Path) -> int:

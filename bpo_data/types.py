@@ -129,3 +129,8 @@ class Reject:
 def pair_key(unit_key: str, negative_type: str) -> str:
     """The key a pair (or its reject) is stored under: one unit may yield one pair per type."""
     return f"{unit_key}#{negative_type}"
+
+
+def unit_key_of(key: str) -> str:
+    """The unit a pair key belongs to (the inverse of ``pair_key``; a record id may contain ``#``)."""
+    return key.rsplit("#", 1)[0]

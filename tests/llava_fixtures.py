@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import yaml
 from PIL import Image
 
 OBJECTS = ["dog", "cat", "car", "bus", "cup", "chair"]
@@ -37,3 +38,41 @@ def write_llava_source(root: Path, n: int, *, extra: list[dict] | None = None) -
     data = root / "data.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in records))
     return data, images
+
+
+def write_recipe(
+    path: Path,
+    data: Path,
+    images: Path,
+    *,
+    negatives="both",
+    batch_size: int = 4,
+    max_new_tokens: int = 12,
+    quota=None,
+) -> Path:
+    """A recipe over that source with the smoke model and the rules injector (fast on a CPU)."""
+    recipe = {
+        "name": "t",
+        "seed": 1,
+        "model": "smoke",
+        "device": "cpu",
+        "sources": [
+            {
+                "name": "src",
+                "format": "llava",
+                "data": str(data),
+                "image_root": str(images),
+                "quota": quota,
+                "turns": "all",
+                "style": "qa",
+                "negatives": negatives,
+            }
+        ],
+        "weaken": {
+            "sampling": {"temperature": 0.2, "max_new_tokens": max_new_tokens},
+            "batch_size": batch_size,
+        },
+        "inject": {"engine": "rules"},
+    }
+    path.write_text(yaml.safe_dump(recipe))
+    return path

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from llava_fixtures import write_llava_source
+from llava_fixtures import write_llava_source, write_recipe
 from PIL import Image
 
 from bpo_data.store import iter_jsonl
@@ -36,33 +36,6 @@ def env(tmp_path, smoke_model_dir) -> dict:
     os.symlink(smoke_model_dir, cache / "smoke-llava-v1")
     env["BPO_DATA_CACHE"] = str(cache)
     return env
-
-
-def _recipe(
-    path: Path, data: Path, images: Path, *, negatives="both", batch_size: int = 4, quota=None
-) -> Path:
-    recipe = {
-        "name": "t",
-        "seed": 1,
-        "model": "smoke",
-        "device": "cpu",
-        "sources": [
-            {
-                "name": "src",
-                "format": "llava",
-                "data": str(data),
-                "image_root": str(images),
-                "quota": quota,
-                "turns": "all",
-                "style": "qa",
-                "negatives": negatives,
-            }
-        ],
-        "weaken": {"sampling": {"temperature": 0.2, "max_new_tokens": 12}, "batch_size": batch_size},
-        "inject": {"engine": "rules"},
-    }
-    path.write_text(yaml.safe_dump(recipe))
-    return path
 
 
 def _keys(out: Path, kind: str = "pairs") -> list[str]:
@@ -93,7 +66,7 @@ def test_demo_command_writes_a_loadable_dataset(tmp_path, env):
 @pytest.mark.parametrize("kill_after_lines", [1, 12])
 def test_kill_9_then_rerun_completes_without_loss_or_duplicates(tmp_path, env, kill_after_lines):
     data, images = write_llava_source(tmp_path / "src", 24)
-    recipe = _recipe(tmp_path / "r.yaml", data, images, batch_size=2)
+    recipe = write_recipe(tmp_path / "r.yaml", data, images, batch_size=2)
     out = tmp_path / "out"
     args = ["generate", "--recipe", str(recipe), "--out", str(out), "--no-progress"]
     proc = subprocess.Popen(
@@ -117,7 +90,7 @@ def test_kill_9_then_rerun_completes_without_loss_or_duplicates(tmp_path, env, k
     complete_before = before[: before.rfind(b"\n") + 1]
     keys_before = _keys(out)
 
-    rerun = _cli(*args, env=env)
+    _cli(*args, env=env)
     after = pairs_file.read_bytes()
     assert after.startswith(complete_before), "lines written before the kill must be kept as they were"
     keys = _keys(out)
@@ -128,7 +101,13 @@ def test_kill_9_then_rerun_completes_without_loss_or_duplicates(tmp_path, env, k
         summary["pairs_written"] + sum(summary["rejects"].values()) + len(keys_before)
         == summary["pairs_planned"]
     )
-    assert "already done" in rerun.stderr
+    assert summary["models_loaded"]
+
+    _cli(*args, env=env)  # a third run finds nothing left: it must not load the model at all
+    finished = json.loads((out / "summary-00000-of-00001.json").read_text())
+    assert finished["pairs_written"] == 0 and finished["already_done"] == finished["pairs_planned"]
+    assert not finished["models_loaded"]
+    assert pairs_file.read_bytes() == after
 
     clean = tmp_path / "clean"
     _cli("generate", "--recipe", str(recipe), "--out", str(clean), "--no-progress", env=env)
@@ -138,7 +117,7 @@ def test_kill_9_then_rerun_completes_without_loss_or_duplicates(tmp_path, env, k
 
 def test_same_pairs_whatever_the_shard_count_and_resharding_is_safe(tmp_path, env):
     data, images = write_llava_source(tmp_path / "src", 40)
-    recipe = _recipe(tmp_path / "r.yaml", data, images, negatives={"inject": 1.0}, quota=50)
+    recipe = write_recipe(tmp_path / "r.yaml", data, images, negatives={"inject": 1.0}, quota=50)
     one, two, mixed = tmp_path / "one", tmp_path / "two", tmp_path / "mixed"
     _cli("generate", "--recipe", str(recipe), "--out", str(one), "--no-progress", env=env)
     for i in range(2):
@@ -206,7 +185,7 @@ def test_bad_input_is_rejected_with_reasons_and_the_run_goes_on(tmp_path, env):
     Image.new("CMYK", (30, 30), (0, 255, 255, 0)).save(images / "cmyk.jpg")
     with open(data, "a") as handle:
         handle.write('{"id": "broken", "image": \n')
-    recipe = _recipe(tmp_path / "r.yaml", data, images, negatives={"inject": 1.0})
+    recipe = write_recipe(tmp_path / "r.yaml", data, images, negatives={"inject": 1.0})
     out = tmp_path / "out"
     result = _cli("generate", "--recipe", str(recipe), "--out", str(out), "--no-progress", env=env)
     reasons = {r["key"]: r["reason"] for p in out.glob("rejects-*.jsonl") for r in iter_jsonl(p)}

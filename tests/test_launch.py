@@ -12,8 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
-from llava_fixtures import write_llava_source
+from llava_fixtures import write_llava_source, write_recipe
 from typer.testing import CliRunner
 
 from bpo_data.cli import app
@@ -21,30 +20,6 @@ from bpo_data.export import export_dataset
 from bpo_data.store import iter_jsonl
 
 RECORDS = 40  # x 2 turns x 2 negative types = 160 planned pairs
-
-
-def _write_recipe(path: Path, data: Path, images: Path) -> Path:
-    recipe = {
-        "name": "t",
-        "seed": 1,
-        "model": "smoke",
-        "device": "cpu",
-        "sources": [
-            {
-                "name": "src",
-                "format": "llava",
-                "data": str(data),
-                "image_root": str(images),
-                "turns": "all",
-                "style": "qa",
-                "negatives": "both",
-            }
-        ],
-        "weaken": {"sampling": {"temperature": 0.2, "max_new_tokens": 16}, "batch_size": 2},
-        "inject": {"engine": "rules"},
-    }
-    path.write_text(yaml.safe_dump(recipe))
-    return path
 
 
 def _cli(*args: str, env: dict, check: bool = True) -> subprocess.CompletedProcess:
@@ -100,7 +75,7 @@ def job(tmp_path_factory, smoke_model_dir) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "CUDA_VISIBLE_DEVICES")}
     env.update(BPO_DATA_CACHE=str(cache), OMP_NUM_THREADS="1", COLUMNS="200")
     data, images = write_llava_source(root / "src", RECORDS)
-    recipe = _write_recipe(root / "r.yaml", data, images)
+    recipe = write_recipe(root / "r.yaml", data, images, batch_size=2, max_new_tokens=16)
     clean = root / "clean"
     _cli("generate", "--recipe", str(recipe), "--out", str(clean), "--no-progress", env=env)
     planned = set(_keys(clean)) | set(_keys(clean, "rejects"))
@@ -246,7 +221,7 @@ def _slurm_launch(tmp_path: Path, recipe: Path, *extra: str):
 
 def test_slurm_script_is_a_valid_array_whose_task_runs_its_shard(tmp_path):
     data, images = write_llava_source(tmp_path / "src", 1)
-    recipe = _write_recipe(tmp_path / "r.yaml", data, images)
+    recipe = write_recipe(tmp_path / "r.yaml", data, images, batch_size=2, max_new_tokens=16)
     result = _slurm_launch(tmp_path, recipe)
     assert result.exit_code == 0, result.output
     script = tmp_path / "out" / "launch-slurm.sbatch"
@@ -284,7 +259,7 @@ def test_slurm_script_is_a_valid_array_whose_task_runs_its_shard(tmp_path):
 
 def test_slurm_submit_calls_sbatch_with_the_script_and_reports_its_failure(tmp_path, monkeypatch):
     data, images = write_llava_source(tmp_path / "src", 1)
-    recipe = _write_recipe(tmp_path / "r.yaml", data, images)
+    recipe = write_recipe(tmp_path / "r.yaml", data, images, batch_size=2, max_new_tokens=16)
     calls = tmp_path / "sbatch-calls"
     _fake(
         tmp_path / "bin", "sbatch", f'echo "$@" >> {shlex.quote(str(calls))}\necho "Submitted batch job 42"'

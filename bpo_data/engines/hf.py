@@ -8,16 +8,19 @@ padding so every row's generated tokens start at the same position.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 
 from bpo_data.engines.base import EngineResult, TextRequest, VisionRequest
-from bpo_data.negatives.noise import add_noise
+from bpo_data.negatives.noise import add_noise, noise_in
 from bpo_data.prompting import llava_prompt
 from bpo_data.recipe import NoiseSpec, SamplingParams
+
+RequestT = TypeVar("RequestT", VisionRequest, TextRequest)
 
 
 def pick_device(device: str) -> torch.device:
@@ -83,6 +86,26 @@ class LlavaRuntime:
         return results
 
 
+def generate_in_groups(
+    requests: list[RequestT],
+    group_key: Callable[[RequestT], Hashable],
+    run: Callable[[list[RequestT]], list[EngineResult]],
+) -> list[EngineResult]:
+    """One ``model.generate`` per group of requests that share generation settings; results in input order.
+
+    ``generate`` takes one set of sampling parameters (and one noise spec) per call, so a mixed batch
+    is split, and the answers are put back where their requests were.
+    """
+    groups: dict[Hashable, list[int]] = {}
+    for i, request in enumerate(requests):
+        groups.setdefault(group_key(request), []).append(i)
+    results: list[EngineResult | None] = [None] * len(requests)
+    for indices in groups.values():
+        for i, result in zip(indices, run([requests[i] for i in indices])):
+            results[i] = result
+    return results  # type: ignore[return-value]
+
+
 def _batch_seed(seeds: list[int]) -> int:
     digest = hashlib.blake2b(",".join(map(str, seeds)).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") & 0x7FFF_FFFF_FFFF_FFFF
@@ -97,14 +120,9 @@ class HFVisionEngine:
         self.runtime = runtime
 
     def generate(self, requests: list[VisionRequest]) -> list[EngineResult]:
-        results: list[EngineResult | None] = [None] * len(requests)
-        groups: dict[tuple, list[int]] = {}
-        for i, req in enumerate(requests):
-            groups.setdefault((req.sampling.model_dump_json(), _noise_key(req.noise)), []).append(i)
-        for indices in groups.values():
-            for i, result in zip(indices, self._generate_group([requests[i] for i in indices])):
-                results[i] = result
-        return results  # type: ignore[return-value]
+        return generate_in_groups(
+            requests, lambda r: (r.sampling.model_dump_json(), _noise_key(r.noise)), self._generate_group
+        )
 
     def _generate_group(self, requests: list[VisionRequest]) -> list[EngineResult]:
         rt = self.runtime
@@ -117,7 +135,7 @@ class HFVisionEngine:
             return_tensors="pt",
         ).to(rt.device)
         inputs["pixel_values"] = inputs["pixel_values"].to(rt.model.dtype)
-        if noise is not None and noise.step > 0 and noise.space == "pixel":
+        if noise_in(noise, "pixel"):
             inputs["pixel_values"] = torch.stack(
                 [add_noise(px, noise, seed) for px, seed in zip(inputs["pixel_values"], seeds)]
             )
@@ -129,7 +147,7 @@ class HFVisionEngine:
     @contextmanager
     def _feature_noise(self, noise: NoiseSpec | None, seeds: list[int]) -> Iterator[None]:
         """Noise the vision features on their way into the projector (the paper's feature space)."""
-        if noise is None or noise.step == 0 or noise.space != "features":
+        if not noise_in(noise, "features"):
             yield
             return
 
@@ -153,7 +171,7 @@ def _noise_key(noise: NoiseSpec | None) -> str:
 
 
 class HFTextEngine:
-    """Text-only generation with the MLLM's own language model (the paper's injector) or any causal LM."""
+    """Text-only generation with the MLLM's own language model (the paper's injector)."""
 
     name = "hf"
 
@@ -161,15 +179,7 @@ class HFTextEngine:
         self.runtime = runtime
 
     def generate(self, requests: list[TextRequest]) -> list[EngineResult]:
-        results: list[EngineResult | None] = [None] * len(requests)
-        groups: dict[str, list[int]] = {}
-        for i, req in enumerate(requests):
-            groups.setdefault(req.sampling.model_dump_json(), []).append(i)
-        for indices in groups.values():
-            batch = [requests[i] for i in indices]
-            for i, result in zip(indices, self._generate_group(batch)):
-                results[i] = result
-        return results  # type: ignore[return-value]
+        return generate_in_groups(requests, lambda r: r.sampling.model_dump_json(), self._generate_group)
 
     def _generate_group(self, requests: list[TextRequest]) -> list[EngineResult]:
         rt = self.runtime

@@ -29,7 +29,7 @@ from PIL import Image
 
 from bpo_data.engines.base import EngineResult, TextRequest, VisionRequest
 from bpo_data.engines.hf import pick_device, pick_dtype
-from bpo_data.negatives.noise import add_noise
+from bpo_data.negatives.noise import add_noise, noise_in
 from bpo_data.prompting import llava_prompt
 from bpo_data.recipe import NoiseSpec, SamplingParams, VllmSpec
 
@@ -172,7 +172,7 @@ def _weights_for(
 
 
 def _noised(x: torch.Tensor, noise: NoiseSpec | None, seed: int, space: str) -> torch.Tensor:
-    return add_noise(x, noise, seed) if noise is not None and noise.space == space else x
+    return add_noise(x, noise, seed) if noise_in(noise, space) else x
 
 
 def _load_vision_weights(model_id: str) -> dict[str, torch.Tensor]:

@@ -34,6 +34,11 @@ def signal_weight(spec: NoiseSpec) -> float:
     return float(alphas_cumprod(spec.schedule, spec.steps_total)[spec.step].sqrt())
 
 
+def noise_in(noise: NoiseSpec | None, space: str) -> bool:
+    """Whether a request's noise acts in this space (``pixel`` or ``features``); step 0 is no noise."""
+    return noise is not None and noise.step > 0 and noise.space == space
+
+
 def add_noise(x: torch.Tensor, spec: NoiseSpec, seed: int) -> torch.Tensor:
     """Noise one tensor (an image's pixels or features); the draw is fixed by ``seed``."""
     if spec.step == 0:
