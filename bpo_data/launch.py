@@ -196,20 +196,22 @@ def run_local(
     for slot in slots:
         free.put(slot)
 
+    attempts = max_retries + 1
+
     def one(index: int) -> ShardOutcome:
         slot = free.get()
+        error = ""
         try:
-            error = ""
-            for attempt in range(1, max_retries + 2):
+            for attempt in range(1, attempts + 1):
                 try:
                     run_attempt(job, index, launch_id, slot)
                 except ShardFailed as err:
                     error = str(err)
-                    report(f"shard {index}/{job.num_shards} failed (attempt {attempt}/{max_retries + 1})")
-                    continue
-                report(f"shard {index}/{job.num_shards} done")
-                return ShardOutcome(index, True, attempt)
-            return ShardOutcome(index, False, max_retries + 1, error)
+                    report(f"shard {index}/{job.num_shards} failed (attempt {attempt}/{attempts})")
+                else:
+                    report(f"shard {index}/{job.num_shards} done")
+                    return ShardOutcome(index, True, attempt)
+            return ShardOutcome(index, False, attempts, error)
         finally:
             free.put(slot)
 
@@ -218,11 +220,6 @@ def run_local(
 
 
 # --- Ray ---------------------------------------------------------------------------------------
-
-
-def _ray_shard(job: LaunchJob, index: int, launch_id: str) -> str:
-    """The body of a shard's Ray task; Ray has already set CUDA_VISIBLE_DEVICES to its GPUs."""
-    return run_attempt(job, index, launch_id)
 
 
 def run_ray(
@@ -255,7 +252,8 @@ def run_ray(
                 f"warning: the Ray cluster has {gpus:g} GPU(s) now; shard tasks wait until nodes with "
                 f"{gpus_per_shard} GPU(s) each join (--gpus-per-shard 0 runs shards on CPUs)"
             )
-        task = ray.remote(_ray_shard)
+        # A shard's task is one attempt; Ray has already set CUDA_VISIBLE_DEVICES to the task's GPUs.
+        task = ray.remote(run_attempt)
         refs = {
             task.options(
                 num_gpus=gpus_per_shard,

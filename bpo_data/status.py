@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bpo_data.store import RETRYABLE_REASONS, count_lines, done_keys, iter_jsonl, lock_is_held
+from bpo_data.store import RETRYABLE_REASONS, iter_jsonl, lock_is_held, plan_name, shard_name
 
 _SHARD_FILE = re.compile(r"^\.?(pairs|rejects|summary|plan|lock|pid)-(\d+)-of-(\d+)(?:\.jsonl|\.json)?$")
 
@@ -100,6 +100,33 @@ def _stem(index: int, num_shards: int) -> str:
     return f"{index:05d}-of-{num_shards:05d}"
 
 
+@dataclass
+class _Written:
+    """What one shard's files hold, from a single pass over each: status parses every line once."""
+
+    pairs: int = 0
+    rejects: Counter = field(default_factory=Counter)
+    done: set[str] = field(default_factory=set)  # pair keys, and reject keys that are final
+
+
+def _read_written(out_dir: Path, index: int, num_shards: int) -> _Written:
+    written = _Written()
+    pairs_path = out_dir / shard_name("pairs", index, num_shards)
+    if pairs_path.exists():
+        for record in iter_jsonl(pairs_path):
+            written.pairs += 1
+            if "key" in record:
+                written.done.add(record["key"])
+    rejects_path = out_dir / shard_name("rejects", index, num_shards)
+    if rejects_path.exists():
+        for record in iter_jsonl(rejects_path):
+            reason = record.get("reason", "unknown")
+            written.rejects[reason] += 1
+            if "key" in record and reason not in RETRYABLE_REASONS:
+                written.done.add(record["key"])
+    return written
+
+
 def _pairs_per_s(
     plan: dict | None,
     summary: dict | None,
@@ -118,16 +145,14 @@ def _pairs_per_s(
 
 
 def _shard_status(
-    out_dir: Path, index: int, num_shards: int, plan: dict | None, done_set: set[str]
+    out_dir: Path, index: int, num_shards: int, plan: dict | None, written: _Written, done_set: set[str]
 ) -> ShardStatus:
     stem = _stem(index, num_shards)
-    pairs_path, rejects_path = out_dir / f"pairs-{stem}.jsonl", out_dir / f"rejects-{stem}.jsonl"
+    pairs_path = out_dir / shard_name("pairs", index, num_shards)
+    rejects_path = out_dir / shard_name("rejects", index, num_shards)
     summary_path = out_dir / f"summary-{stem}.json"
     summary = _read_json(summary_path)
-    rejects = (
-        Counter(r.get("reason", "unknown") for r in iter_jsonl(rejects_path)) if rejects_path.exists() else {}
-    )
-    pairs = count_lines(pairs_path)
+    pairs, rejects = written.pairs, written.rejects
     writes = [t for t in (_mtime(pairs_path), _mtime(rejects_path)) if t is not None]
     last_write = max(writes) if writes else None
     pid_path = out_dir / f".pid-{stem}"
@@ -177,9 +202,13 @@ def folder_status(out_dir: str | Path) -> FolderStatus:
             f"{out_dir} holds no shard files (pairs-i-of-N.jsonl); has `bpo-data generate` or "
             "`bpo-data launch` written there yet?"
         )
-    done_set = done_keys(out_dir)
-    plans = {ids: _read_json(out_dir / f"plan-{_stem(*ids)}.json") for ids in found}
-    shards = [_shard_status(out_dir, index, total, plans[index, total], done_set) for index, total in found]
+    written = {ids: _read_written(out_dir, *ids) for ids in found}
+    done_set: set[str] = set().union(*(w.done for w in written.values()))
+    plans = {ids: _read_json(out_dir / plan_name(*ids)) for ids in found}
+    shards = [
+        _shard_status(out_dir, index, total, plans[index, total], written[index, total], done_set)
+        for index, total in found
+    ]
     planned_keys = {key for plan in plans.values() if plan is not None for key in plan["pair_keys"]}
     if planned_keys:
         return FolderStatus(str(out_dir), shards, len(done_set & planned_keys), len(planned_keys))

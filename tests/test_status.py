@@ -139,3 +139,31 @@ def test_completed_shard_is_complete(tmp_path: Path):
         store.write([_pair("src/a/0")], [])
     (shard,) = folder_status(tmp_path).shards
     assert shard.state == "complete" and (shard.done, shard.planned) == (1, 1)
+
+
+def test_status_parses_each_shard_file_once(tmp_path: Path, monkeypatch):
+    """A 167k-pair folder is read in one pass per file: keys, pair counts and reject reasons together."""
+    import bpo_data.status as status_module
+    import bpo_data.store as store_module
+
+    with ShardStore(tmp_path, 0, 2) as store:
+        store.write_plan(_plan(["src/a/0", "src/b/0"], time.time()))
+        store.write([_pair("src/a/0")], [Reject("src/b/0#weaken", "src", "engine_error", "OOM")])
+    with ShardStore(tmp_path, 1, 2) as store:
+        store.write([_pair("src/c/0")], [Reject("src/d/0#weaken", "src", "invalid_rewrite", "same text")])
+    opened: list[str] = []
+    real = store_module.iter_jsonl
+
+    def counting(path):
+        opened.append(Path(path).name)
+        return real(path)
+
+    for module in (status_module, store_module):
+        monkeypatch.setattr(module, "iter_jsonl", counting)
+    status = folder_status(tmp_path)
+    assert sorted(opened) == sorted(p.name for p in tmp_path.glob("*.jsonl")) and len(opened) == 4
+    assert (status.done, status.planned) == (1, 2)  # b's reject is retryable
+    assert [(s.done, s.pairs, s.rejects) for s in status.shards] == [
+        (1, 1, {"engine_error": 1}),
+        (2, 1, {"invalid_rewrite": 1}),
+    ]
