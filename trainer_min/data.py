@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bpo_data.hashing import stable_u64
+from bpo_data.types import unit_key_of
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -94,7 +95,7 @@ def as_sft(ds: Dataset) -> Dataset:
     seen: set[str] = set()
     first = []
     for index, pair_id in enumerate(ids):
-        unit = pair_id.split("#", 1)[0]
+        unit = unit_key_of(pair_id)
         if unit not in seen:
             seen.add(unit)
             first.append(index)

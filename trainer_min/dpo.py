@@ -15,9 +15,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from trainer_min.config import TrainConfig
-from trainer_min.logprobs import LogProbLogger
-from trainer_min.lora import lora_config, upcast_trainable
-from trainer_min.training import Run, load_model, prepare_data, resolve_hardware, train, training_arguments
+from trainer_min.training import Run, build, train
 
 if TYPE_CHECKING:
     from transformers import TrainerCallback
@@ -28,20 +26,7 @@ def build_dpo(cfg: TrainConfig, callbacks: Sequence[TrainerCallback] = ()) -> Ru
     """A DPOTrainer over the selected pairs, with the LoRA applied, ready to train."""
     from trl import DPOConfig, DPOTrainer
 
-    hardware = resolve_hardware(cfg)
-    dataset, data = prepare_data(cfg, "dpo")
-    model, processor = load_model(cfg, hardware)
-    args = DPOConfig(**training_arguments(cfg, hardware), beta=cfg.beta, precompute_ref_log_probs=False)
-    trainer = DPOTrainer(
-        model=model,
-        args=args,
-        train_dataset=dataset,
-        processing_class=processor,
-        peft_config=lora_config(cfg, model),
-        callbacks=[LogProbLogger(cfg.output_dir, "dpo"), *callbacks],
-    )
-    upcast_trainable(trainer.model)
-    return Run(trainer=trainer, config=cfg, objective="dpo", data=data, hardware=hardware)
+    return build(cfg, "dpo", DPOTrainer, DPOConfig, callbacks, beta=cfg.beta, precompute_ref_log_probs=False)
 
 
 def train_dpo(cfg: TrainConfig, callbacks: Sequence[TrainerCallback] = ()) -> DPOTrainer:

@@ -13,9 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from trainer_min.config import TrainConfig
-from trainer_min.logprobs import LogProbLogger
-from trainer_min.lora import lora_config, upcast_trainable
-from trainer_min.training import Run, load_model, prepare_data, resolve_hardware, train, training_arguments
+from trainer_min.training import Run, build, train
 
 if TYPE_CHECKING:
     from transformers import TrainerCallback
@@ -26,20 +24,7 @@ def build_sft(cfg: TrainConfig, callbacks: Sequence[TrainerCallback] = ()) -> Ru
     """An SFTTrainer over the chosen answers of the selected pairs, with the LoRA applied."""
     from trl import SFTConfig, SFTTrainer
 
-    hardware = resolve_hardware(cfg)
-    dataset, data = prepare_data(cfg, "sft")
-    model, processor = load_model(cfg, hardware)
-    args = SFTConfig(**training_arguments(cfg, hardware), completion_only_loss=True)
-    trainer = SFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=dataset,
-        processing_class=processor,
-        peft_config=lora_config(cfg, model),
-        callbacks=[LogProbLogger(cfg.output_dir, "sft"), *callbacks],
-    )
-    upcast_trainable(trainer.model)
-    return Run(trainer=trainer, config=cfg, objective="sft", data=data, hardware=hardware)
+    return build(cfg, "sft", SFTTrainer, SFTConfig, callbacks, completion_only_loss=True)
 
 
 def train_sft(cfg: TrainConfig, callbacks: Sequence[TrainerCallback] = ()) -> SFTTrainer:

@@ -1,7 +1,8 @@
 """What a DPO run and an SFT run share: data, model, TrainingArguments, outputs, the run record.
 
-The objectives themselves live in ``dpo.py`` and ``sft.py`` and are stock TRL trainers; this module only
-turns a :class:`TrainConfig` into their inputs and writes what a later reader needs next to the adapter:
+The objectives themselves live in ``dpo.py`` and ``sft.py`` and are stock TRL trainers; this module
+builds either one from a :class:`TrainConfig` (:func:`build`, given the objective's TRL classes and
+settings) and writes what a later reader needs next to the adapter:
 the processor, ``training_config.json`` (every setting, the exact data, the software versions) and the
 per-step log-probs (``logprobs.csv``).
 """
@@ -9,8 +10,8 @@ per-step log-probs (``logprobs.csv``).
 from __future__ import annotations
 
 import json
-import logging
 import platform
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
@@ -19,15 +20,13 @@ from typing import TYPE_CHECKING, Any
 
 from trainer_min.config import TrainConfig, source_of
 from trainer_min.data import as_sft, describe, load_pairs, select_pairs
+from trainer_min.load import ADAPTER_CONFIG, RUN_RECORD
+from trainer_min.lora import lora_config, upcast_trainable
 
 if TYPE_CHECKING:
     from datasets import Dataset
-    from transformers import LlavaForConditionalGeneration, ProcessorMixin, Trainer
+    from transformers import LlavaForConditionalGeneration, ProcessorMixin, Trainer, TrainerCallback
 
-log = logging.getLogger(__name__)
-
-RUN_RECORD = "training_config.json"
-ADAPTER_CONFIG = "adapter_config.json"
 PACKAGES = ("bpo-data", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "deepspeed")
 
 
@@ -51,6 +50,36 @@ class Run:
     objective: str
     data: dict[str, Any]
     hardware: Hardware
+
+
+def build(
+    cfg: TrainConfig,
+    objective: str,
+    trainer_class: type[Trainer],
+    config_class: type,
+    callbacks: Sequence[TrainerCallback] = (),
+    **objective_arguments: Any,
+) -> Run:
+    """A TRL trainer for ``objective`` over the selected pairs, with the LoRA applied, ready to train.
+
+    ``trainer_class`` / ``config_class`` are the objective's TRL pair (``DPOTrainer`` / ``DPOConfig``, ...)
+    and ``objective_arguments`` its own config fields, added to the shared :func:`training_arguments`.
+    """
+    from trainer_min.logprobs import LogProbLogger
+
+    hardware = resolve_hardware(cfg)
+    dataset, data = prepare_data(cfg, objective)
+    model, processor = load_model(cfg, hardware)
+    trainer = trainer_class(
+        model=model,
+        args=config_class(**training_arguments(cfg, hardware), **objective_arguments),
+        train_dataset=dataset,
+        processing_class=processor,
+        peft_config=lora_config(cfg, model),
+        callbacks=[LogProbLogger(cfg.output_dir, objective), *callbacks],
+    )
+    upcast_trainable(trainer.model)
+    return Run(trainer=trainer, config=cfg, objective=objective, data=data, hardware=hardware)
 
 
 def resolve_hardware(cfg: TrainConfig) -> Hardware:
@@ -77,13 +106,12 @@ def prepare_data(cfg: TrainConfig, objective: str) -> tuple[Dataset, dict[str, A
         negative_types=cfg.negative_types,
         max_samples=cfg.max_samples,
     )
-    pairs = len(ds)
-    if objective == "sft":
-        ds = as_sft(ds)
-    info = describe(cfg.dataset, ds, cfg.split, cfg.dataset_revision)
-    if objective == "sft":
-        info["pairs_before_one_per_unit"] = pairs
-    return ds, info
+    if objective != "sft":
+        return ds, describe(cfg.dataset, ds, cfg.split, cfg.dataset_revision)
+    rows = as_sft(ds)
+    info = describe(cfg.dataset, rows, cfg.split, cfg.dataset_revision)
+    info["pairs_before_one_per_unit"] = len(ds)
+    return rows, info
 
 
 def load_model(cfg: TrainConfig, hardware: Hardware) -> tuple[LlavaForConditionalGeneration, ProcessorMixin]:
@@ -162,15 +190,13 @@ def run_record(run: Run) -> dict[str, Any]:
     args = trainer.args
     peft_config = trainer.model.peft_config["default"]
     trainable, total = trainer.model.get_nb_trainable_parameters()
+    settings = cfg.settings(run.objective)
+    sources = {name: source_of(run.objective, name) for name in settings}
     return {
         "objective": run.objective,
         "model": cfg.model,
-        "settings": cfg.settings(run.objective),
-        "sources_of_defaults": {
-            name: source_of(run.objective, name)
-            for name in cfg.settings(run.objective)
-            if source_of(run.objective, name)
-        },
+        "settings": settings,
+        "sources_of_defaults": {name: source for name, source in sources.items() if source},
         "resolved": {
             "bf16": run.hardware.bf16,
             "gradient_checkpointing": run.hardware.gradient_checkpointing,
@@ -179,7 +205,7 @@ def run_record(run: Run) -> dict[str, Any]:
             "effective_batch_size": args.per_device_train_batch_size
             * args.gradient_accumulation_steps
             * args.world_size,
-            "max_length": None,
+            "max_length": args.max_length,
         },
         "data": run.data,
         "lora": {
