@@ -92,6 +92,11 @@ def test_a_torn_cache_line_is_redone(tmp_path):
         assert judge.complete([ask("a"), ask("b")]) == ["echo a", "echo b"]
         assert len(server.calls) == 1
         judge.close()
+    # The entry appended after the torn line must start a line of its own: a replay needs no call.
+    with scripted_server([error(500)]) as down:
+        judge = Judge("m", cache, base_url=down.url)
+        assert judge.complete([ask("a"), ask("b")]) == ["echo a", "echo b"]
+        assert down.calls == []
 
 
 def test_the_key_is_sent_but_never_written(tmp_path, monkeypatch):

@@ -132,3 +132,11 @@ def test_missing_reference_names_the_question(data):
     (data / "answers_gpt4.jsonl").write_text("\n".join(lines[:-1]) + "\n")
     with pytest.raises(llava_bench.EvalError, match="question 3"):
         llava_bench.load_items(data)
+
+
+def test_a_line_that_is_not_json_names_file_and_line(data):
+    lines = (data / "questions.jsonl").read_text().splitlines()
+    lines[2] = lines[2][:-1]  # a truncated record
+    (data / "questions.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(llava_bench.EvalError, match=r"questions.jsonl line 3: not valid JSON"):
+        llava_bench.load_items(data)

@@ -22,6 +22,7 @@ from PIL import Image
 from bpo_data.engines.base import VisionRequest
 from bpo_data.images import ImageError, load_image
 from bpo_data.recipe import SamplingParams
+from trainer_min.eval.common import write_json
 from trainer_min.eval.errors import EvalError
 
 if TYPE_CHECKING:  # torch is imported only when answers are generated: scoring and reports do without it
@@ -146,7 +147,7 @@ class AnswerSource:
         record = self.record()
         store.parent.mkdir(parents=True, exist_ok=True)
         payload = {**self.identity(), "generation": record, "answers": answers}
-        store.write_text(json.dumps(payload, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        write_json(store, payload)
         return answers, record
 
     def _matches(self, stored: dict[str, Any]) -> bool:

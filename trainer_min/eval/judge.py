@@ -14,15 +14,16 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from bpo_data.engines.base import TextRequest
 from bpo_data.engines.openai_compat import OPENAI_BASE_URL, OpenAITextEngine, normalize_base_url
 from bpo_data.recipe import SamplingParams
+from bpo_data.store import repair_tail
 from trainer_min.eval.errors import EvalError
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,10 @@ log = logging.getLogger(__name__)
 CACHE_FILE = "judge_cache.jsonl"
 # Requests per engine batch: the cache is written after each, so an interrupted run loses little.
 _CHUNK = 64
+
+
+T = TypeVar("T")
+V = TypeVar("V")
 
 
 class JudgeError(EvalError):
@@ -193,6 +198,40 @@ class Judge:
         return self._engine
 
 
+@dataclass(frozen=True)
+class Reply(Generic[V]):
+    """The judge's last text about one item, its parsed value (None: never parsable), calls made."""
+
+    text: str
+    value: V | None
+    tries: int
+
+
+def ask_until_parsed(
+    judge: Judge,
+    items: Sequence[T],
+    request: Callable[[T, int], JudgeRequest],
+    parse: Callable[[str], V | None],
+    tries: int,
+) -> list[Reply[V]]:
+    """Ask about every item, then re-ask (``request(item, attempt)``) those whose reply ``parse``
+    rejects, at most ``tries`` calls per item; one batch per attempt. Replies in item order."""
+    replies: list[Reply[V] | None] = [None] * len(items)
+    pending = list(range(len(items)))
+    for attempt in range(tries):
+        if not pending:
+            break
+        texts = judge.complete([request(items[i], attempt) for i in pending])
+        still = []
+        for index, text in zip(pending, texts):
+            value = parse(text)
+            replies[index] = Reply(text, value, attempt + 1)
+            if value is None:
+                still.append(index)
+        pending = still
+    return replies  # type: ignore[return-value]  # every slot is filled when tries >= 1
+
+
 def _request_record(request: JudgeRequest) -> dict[str, Any]:
     return {
         "messages": request.messages,
@@ -204,8 +243,13 @@ def _request_record(request: JudgeRequest) -> dict[str, Any]:
 
 
 def _load_cache(path: Path) -> dict[str, dict[str, Any]]:
-    """Entries by key. A torn last line (a run killed mid-write) is skipped: that call is simply redone."""
+    """Entries by key. A torn last line (a run killed mid-write) is cut off, so that the next entry
+    appended starts on a line of its own; that call is simply redone."""
     cache: dict[str, dict[str, Any]] = {}
+    if repair_tail(path):
+        log.warning(
+            "%s ended in a torn line (a run killed mid-write); that judge call will be made again", path
+        )
     if not path.exists():
         return cache
     with path.open(encoding="utf-8") as source:

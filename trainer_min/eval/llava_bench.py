@@ -16,13 +16,13 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from trainer_min.eval.answer import Question, image_file
+from trainer_min.eval.common import read_jsonl, resource_text, write_jsonl
 from trainer_min.eval.errors import EvalError
 from trainer_min.eval.judge import Judge, JudgeRequest
 
@@ -56,16 +56,7 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
             f"{path} not found: --data must hold LLaVA-Bench in-the-wild "
             f"({QUESTIONS_FILE}, {CONTEXT_FILE}, {REFERENCE_FILE}, images/)"
         )
-    records = []
-    with path.open(encoding="utf-8") as source:
-        for number, line in enumerate(source, 1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except ValueError as err:
-                raise EvalError(f"{path} line {number}: not valid JSON ({err})") from err
-    return records
+    return [record for _, record in read_jsonl(path)]
 
 
 def load_items(data_dir: Path) -> list[LlavaBenchItem]:
@@ -109,8 +100,7 @@ def questions(items: Sequence[LlavaBenchItem], data_dir: Path) -> list[Question]
 
 
 def load_rules() -> dict[str, dict[str, str]]:
-    text = files("trainer_min.eval").joinpath("resources", "llava_bench_rule.json").read_text("utf-8")
-    return json.loads(text)
+    return json.loads(resource_text("llava_bench_rule.json"))
 
 
 def review_message(item: LlavaBenchItem, answer: str, rules: dict[str, dict[str, str]]) -> str:
@@ -180,9 +170,10 @@ def score(
     """Review every answer, write the official answer and review files, return the metrics."""
     rules = load_rules()
     out_dir.mkdir(parents=True, exist_ok=True)
-    with (out_dir / "answers.jsonl").open("w", encoding="utf-8") as sink:
-        for item in items:
-            record = {
+    write_jsonl(
+        out_dir / "answers.jsonl",
+        (
+            {
                 "question_id": item.question_id,
                 "prompt": item.question,
                 "text": answers[item.id],
@@ -190,7 +181,9 @@ def score(
                 "model_id": model_name,
                 "metadata": {},
             }
-            sink.write(json.dumps(record, ensure_ascii=False) + "\n")
+            for item in items
+        ),
+    )
     requests = [
         JudgeRequest(
             messages=[
@@ -204,9 +197,10 @@ def score(
     ]
     reviews = judge.complete(requests)
     pairs = [parse_score(review) for review in reviews]
-    with (out_dir / "reviews.jsonl").open("w", encoding="utf-8") as sink:
-        for index, (item, review, pair) in enumerate(zip(items, reviews, pairs), 1):
-            record = {
+    write_jsonl(
+        out_dir / "reviews.jsonl",
+        (
+            {
                 "id": index,
                 "question_id": item.question_id,
                 "answer1_id": item.reference_id,
@@ -215,7 +209,9 @@ def score(
                 "content": review,
                 "tuple": list(pair or FAILED),
             }
-            sink.write(json.dumps(record, ensure_ascii=False) + "\n")
+            for index, (item, review, pair) in enumerate(zip(items, reviews, pairs), 1)
+        ),
+    )
     return {
         "items": len(items),
         "drop_failed": drop_failed,

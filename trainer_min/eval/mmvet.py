@@ -23,15 +23,15 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from trainer_min.eval import common
 from trainer_min.eval.answer import Question, image_file
 from trainer_min.eval.errors import EvalError
-from trainer_min.eval.judge import Judge, JudgeRequest
+from trainer_min.eval.judge import Judge, JudgeRequest, ask_until_parsed
 
 DATA_FILE = "mm-vet.json"
 CAPABILITIES = ("rec", "ocr", "know", "gen", "spat", "math")
@@ -90,12 +90,7 @@ def questions(items: Sequence[MMVetItem], data_dir: Path) -> list[Question]:
 
 def load_prompt(prompt_file: Path | None) -> str:
     """The grader prompt: the file's text verbatim, or this project's default wording."""
-    if prompt_file is None:
-        return files("trainer_min.eval").joinpath("resources", "mmvet_grader_prompt.txt").read_text("utf-8")
-    try:
-        return prompt_file.read_text(encoding="utf-8")
-    except OSError as err:
-        raise EvalError(f"--prompt-file {prompt_file}: cannot read it ({err.strerror})") from err
+    return common.load_prompt(prompt_file, "mmvet_grader_prompt.txt", "--prompt-file")
 
 
 def grader_message(prompt: str, item: MMVetItem, prediction: str, retry: bool) -> str:
@@ -123,42 +118,26 @@ def grade(
         i.id: {"model": [], "content": [], "score": [], "tries": [], "parsed": []} for i in items
     }
     for run in range(runs):
-        pending = list(items)
-        last_text: dict[str, str] = {}
-        for attempt, temperature in enumerate(TEMPERATURES):
-            if not pending:
-                break
-            requests = [
-                JudgeRequest(
-                    messages=[
-                        {"role": "user", "content": grader_message(prompt, i, predictions[i.id], attempt > 0)}
-                    ],
-                    temperature=temperature,
-                    max_tokens=MAX_TOKENS,
-                    tag={"run": run},
-                )
-                for i in pending
-            ]
-            still = []
-            for item, text in zip(pending, judge.complete(requests)):
-                score = parse_correctness(text)
-                last_text[item.id] = text
-                if score is None:
-                    still.append(item)
-                else:
-                    _record(grades[item.id], judge.model, text, score, attempt + 1, parsed=True)
-            pending = still
-        for item in pending:
-            _record(grades[item.id], judge.model, last_text[item.id], 0.0, len(TEMPERATURES), parsed=False)
+
+        def request(item: MMVetItem, attempt: int, run: int = run) -> JudgeRequest:
+            message = grader_message(prompt, item, predictions[item.id], retry=attempt > 0)
+            return JudgeRequest(
+                messages=[{"role": "user", "content": message}],
+                temperature=TEMPERATURES[attempt],
+                max_tokens=MAX_TOKENS,
+                tag={"run": run},
+            )
+
+        replies = ask_until_parsed(judge, items, request, parse_correctness, len(TEMPERATURES))
+        for item, reply in zip(items, replies):
+            parsed = reply.value is not None
+            record = grades[item.id]
+            record["model"].append(judge.model)
+            record["content"].append(reply.text)
+            record["score"].append(reply.value if parsed else 0.0)
+            record["tries"].append(reply.tries)
+            record["parsed"].append(parsed)
     return grades
-
-
-def _record(grade: dict[str, list], model: str, text: str, score: float, tries: int, parsed: bool) -> None:
-    grade["model"].append(model)
-    grade["content"].append(text)
-    grade["score"].append(score)
-    grade["tries"].append(tries)
-    grade["parsed"].append(parsed)
 
 
 def aggregate(items: Sequence[MMVetItem], grades: dict[str, dict[str, list]], runs: int) -> dict[str, Any]:
@@ -214,14 +193,10 @@ def score(
     if missing:
         raise EvalError(f"no prediction for MM-Vet items {missing[:5]}; regenerate the answers")
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(out_dir / "predictions.json", {i.id: predictions[i.id] for i in items})
+    common.write_json(out_dir / "predictions.json", {i.id: predictions[i.id] for i in items})
     grades = grade(items, predictions, judge, prompt, runs)
-    _write_json(out_dir / "grades.json", grades)
+    common.write_json(out_dir / "grades.json", grades)
     metrics = aggregate(items, grades, runs)
     metrics["reasked"] = sum(t > 1 for g in grades.values() for t in g["tries"])
     metrics["scored_zero_unparsable"] = sum(not p for g in grades.values() for p in g["parsed"])
     return metrics
-
-
-def _write_json(path: Path, payload: Any) -> None:
-    path.write_text(json.dumps(payload, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -25,16 +25,16 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageOps
 
+from trainer_min.eval import common
 from trainer_min.eval.answer import MAX_IMAGE_PIXELS, Question, image_file
 from trainer_min.eval.coco_objects import CocoVocabulary, Mention, coco_vocabulary, ground_truth
 from trainer_min.eval.errors import EvalError
-from trainer_min.eval.judge import Judge, JudgeRequest
+from trainer_min.eval.judge import Judge, JudgeRequest, ask_until_parsed
 
 QUESTIONS_FILE = "obj_halbench_300_with_image.jsonl"
 INSTANCES_FILE = "instances_val2014.json"
@@ -64,19 +64,15 @@ def load_items(data_dir: Path) -> list[ObjHalItem]:
             f"({INSTANCES_FILE}, {CAPTIONS_FILE}, in annotations/ or beside it)"
         )
     items = []
-    with path.open(encoding="utf-8") as source:
-        for number, line in enumerate(source, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                items.append(
-                    ObjHalItem(str(number), int(record["image_id"]), record["question"], record.get("image"))
-                )
-            except (ValueError, KeyError, TypeError) as err:
-                raise EvalError(
-                    f"{path} line {number}: needs image_id and question ({type(err).__name__}: {err})"
-                ) from None
+    for number, record in common.read_jsonl(path):
+        try:
+            items.append(
+                ObjHalItem(str(number), int(record["image_id"]), record["question"], record.get("image"))
+            )
+        except (ValueError, KeyError, TypeError) as err:
+            raise EvalError(
+                f"{path} line {number}: needs image_id and question ({type(err).__name__}: {err})"
+            ) from None
     return items
 
 
@@ -137,14 +133,7 @@ def load_ground_truth(data_dir: Path, vocabulary: CocoVocabulary, image_ids: set
 
 def load_prompt(prompt_file: Path | None) -> str:
     """The extraction prompt (``{question}`` and ``{answer}`` are filled in): a file verbatim, or ours."""
-    if prompt_file is None:
-        return (
-            files("trainer_min.eval").joinpath("resources", "objhal_extraction_prompt.txt").read_text("utf-8")
-        )
-    try:
-        return prompt_file.read_text(encoding="utf-8")
-    except OSError as err:
-        raise EvalError(f"extraction prompt file {prompt_file}: cannot read it ({err.strerror})") from err
+    return common.load_prompt(prompt_file, "objhal_extraction_prompt.txt", "--objhal-prompt-file")
 
 
 def parse_object_list(text: str) -> list[Any] | None:
@@ -179,30 +168,18 @@ def extract_with_judge(
             extracted[item.id] = []
         else:
             pending.append(item)
-    for attempt in range(EXTRACT_TRIES):
-        if not pending:
-            break
-        requests = [
-            JudgeRequest(
-                messages=[
-                    {
-                        "role": "system",
-                        "content": _extraction_prompt(template, item.question, answers[item.id]),
-                    }
-                ],
-                temperature=EXTRACT_TEMPERATURE,
-                max_tokens=EXTRACT_MAX_TOKENS,
-                tag={"attempt": attempt},
-            )
-            for item in pending
-        ]
-        still = []
-        for item, text in zip(pending, judge.complete(requests)):
-            names = parse_object_list(text)
-            if names is None:
-                still.append(item)
-            extracted[item.id] = names
-        pending = still
+
+    def request(item: ObjHalItem, attempt: int) -> JudgeRequest:
+        prompt = _extraction_prompt(template, item.question, answers[item.id])
+        return JudgeRequest(
+            messages=[{"role": "system", "content": prompt}],
+            temperature=EXTRACT_TEMPERATURE,
+            max_tokens=EXTRACT_MAX_TOKENS,
+            tag={"attempt": attempt},
+        )
+
+    replies = ask_until_parsed(judge, pending, request, parse_object_list, EXTRACT_TRIES)
+    extracted.update((item.id, reply.value) for item, reply in zip(pending, replies))
     raw = [extracted[item.id] for item in items]
     mentions = [None if names is None else vocabulary.mentions_in_names(names) for names in raw]
     return mentions, raw
@@ -284,10 +261,10 @@ def score(
     vocabulary = coco_vocabulary()
     truth = load_ground_truth(data_dir, vocabulary, {item.image_id for item in items})
     out_dir.mkdir(parents=True, exist_ok=True)
-    with (out_dir / "answers.jsonl").open("w", encoding="utf-8") as sink:
-        for item in items:
-            record = {"image_id": item.image_id, "question": item.question, "answer": answers[item.id]}
-            sink.write(json.dumps(record, ensure_ascii=False) + "\n")
+    common.write_jsonl(
+        out_dir / "answers.jsonl",
+        ({"image_id": i.image_id, "question": i.question, "answer": answers[i.id]} for i in items),
+    )
     if extract == "judge":
         if judge is None:
             raise EvalError(
@@ -302,7 +279,5 @@ def score(
     failed = [item.image_id for item, found in zip(items, mentions) if found is None]
     metrics.update(extract=extract, items=len(items), extraction_failures=len(failed))
     report = {"overall_metrics": metrics, "sentences": details, "extraction_failed_image_ids": failed}
-    (out_dir / "hallucinations.json").write_text(
-        json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8"
-    )
+    common.write_json(out_dir / "hallucinations.json", report)
     return metrics

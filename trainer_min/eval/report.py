@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+from trainer_min.eval.common import resource_text
 from trainer_min.eval.errors import EvalError
 from trainer_min.eval.run import BENCHMARKS, RESULTS_FILE
 
@@ -114,9 +114,7 @@ def _objhal(row: Row, results: dict[str, Any], metrics: dict[str, Any]) -> None:
 
 def reference_rows() -> tuple[list[Row], str]:
     """The paper's rows (cells it could not confirm stay empty) and their source line."""
-    table = json.loads(
-        files("trainer_min.eval").joinpath("resources", "paper_table2.json").read_text("utf-8")
-    )
+    table = json.loads(resource_text("paper_table2.json"))
     rows = [Row(r["name"], {k: _number(v) for k, v in r["values"].items()}) for r in table["rows"]]
     return rows, table["source"]
 

@@ -8,7 +8,6 @@ the same command again and nothing is regenerated or re-judged.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 from trainer_min.eval import llava_bench, mmvet, objhal
 from trainer_min.eval.answer import AnswerSource, GenerationSettings
+from trainer_min.eval.common import write_json
 from trainer_min.eval.errors import EvalError
 from trainer_min.eval.judge import CACHE_FILE, Judge, JudgeStats
 
@@ -134,9 +134,7 @@ def _run_one(
         "settings": settings,
         "metrics": metrics,
     }
-    (out / RESULTS_FILE).write_text(
-        json.dumps(results, indent=1, ensure_ascii=False) + "\n", encoding="utf-8"
-    )
+    write_json(out / RESULTS_FILE, results)
     if judge is not None and uses_judge:
         log.info(
             "%s: %d judge calls made, %d answered from the cache",
