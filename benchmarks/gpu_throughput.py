@@ -30,8 +30,8 @@ from bpo_data.engines.hf import HFVisionEngine, LlavaRuntime
 from bpo_data.negatives.prompt_files import load_prompt_file, render_messages
 from bpo_data.prompting import llava_prompt
 from bpo_data.recipe import NoiseSpec, Recipe, SamplingParams, load_recipe
+from bpo_data.schema import Turn, Unit
 from bpo_data.smoke_model import ensure_smoke_model, llava_15_7b_config
-from bpo_data.types import Turn, Unit
 
 # Peak HBM/GDDR bandwidth in TB/s from the vendors' data sheets; first matching name wins.
 PEAK_BANDWIDTH_TBS = (

@@ -15,7 +15,7 @@ import time
 from cpu_data_path import _sentence
 
 from bpo_data.negatives.rules import RulesInjector
-from bpo_data.types import Unit
+from bpo_data.schema import Unit
 
 
 def main() -> None:

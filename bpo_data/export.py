@@ -26,8 +26,8 @@ from datasets import Features, Image, Value
 
 from bpo_data.card import write_card
 from bpo_data.images import ImageError, image_bytes_for_dataset
+from bpo_data.jsonl import numbered_records
 from bpo_data.smoke_model import SMOKE_MODEL_ID
-from bpo_data.store import numbered_records
 
 log = logging.getLogger(__name__)
 

@@ -25,9 +25,9 @@ from bpo_data.images import ImageError, load_image
 from bpo_data.manifest import write_or_check_manifest
 from bpo_data.recipe import Recipe, SourceSpec
 from bpo_data.sampling import bottom_k, negative_types
+from bpo_data.schema import NegativeType, Pair, Reject, Unit, pair_key
 from bpo_data.sources import read_units
 from bpo_data.store import ShardStore, count_lines
-from bpo_data.types import NegativeType, Pair, Reject, Unit, pair_key
 
 
 class NegativeMaker(Protocol):

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 from bpo_data.hashing import stable_uniform
 from bpo_data.recipe import SourceSpec
-from bpo_data.types import NegativeType
+from bpo_data.schema import NegativeType
 
 
 def bottom_k(keys: Iterable[str], quota: int | None, seed: int) -> set[str]:

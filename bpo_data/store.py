@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from bpo_data.types import Pair, Reject
+from bpo_data.jsonl import iter_jsonl, repair_tail
+from bpo_data.schema import Pair, Reject
 
 # Rejects with these reasons are retried by a rerun: the unit may well succeed next time.
 RETRYABLE_REASONS = frozenset({"engine_error"})
@@ -40,64 +41,6 @@ def parse_shard_spec(text: str) -> tuple[int, int]:
     if total < 1 or not 0 <= index < total:
         raise ValueError(f"--shard {text!r}: need 0 <= i < N")
     return index, total
-
-
-def numbered_records(
-    path: Path, on_skip: Callable[[int, bool], None] | None = None
-) -> Iterator[tuple[int, dict]]:
-    """(line number, record) for each JSON object line of a shard file.
-
-    A line that is not one — a write torn by a kill (no newline; read as bytes, since it may end
-    inside a UTF-8 character) or a corrupt line — is skipped and reported to
-    ``on_skip(line number, ends_with_newline)``; readers decide whether that deserves a warning.
-    """
-    with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            complete = raw.endswith(b"\n")
-            try:
-                record = json.loads(raw) if complete else None
-            except ValueError:
-                record = None
-            if isinstance(record, dict):
-                yield number, record
-            elif on_skip is not None:
-                on_skip(number, complete)
-
-
-def iter_jsonl(path: Path) -> Iterator[dict]:
-    """The records of a shard file, torn and corrupt lines skipped."""
-    for _, record in numbered_records(path):
-        yield record
-
-
-def repair_tail(path: Path) -> int:
-    """Cut everything after the last newline; returns the bytes removed (a torn last record)."""
-    if not path.exists():
-        return 0
-    size = path.stat().st_size
-    if size == 0:
-        return 0
-    with open(path, "rb+") as handle:
-        block = 1 << 16
-        pos = size
-        while pos > 0:
-            start = max(0, pos - block)
-            handle.seek(start)
-            chunk = handle.read(pos - start)
-            cut = chunk.rfind(b"\n")
-            if cut >= 0:
-                keep = start + cut + 1
-                break
-            pos = start
-        else:
-            keep = 0
-        if keep < size:
-            handle.truncate(keep)
-            handle.flush()
-            os.fsync(handle.fileno())
-        return size - keep
 
 
 class ShardStore:
@@ -181,17 +124,6 @@ def done_keys(out_dir: str | os.PathLike) -> set[str]:
             if "key" in rec and rec.get("reason") not in RETRYABLE_REASONS
         )
     return done
-
-
-def count_lines(path: Path) -> int:
-    """Complete lines of a shard file (a torn last line is not a record); 0 when it does not exist."""
-    if not path.exists():
-        return 0
-    lines = 0
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            lines += block.count(b"\n")
-    return lines
 
 
 def lock_is_held(lock_path: Path) -> bool:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from trainer_min.eval.coco_objects import coco_vocabulary, ground_truth
+from bpo_data.coco_objects import coco_vocabulary
+from trainer_min.eval.objhal import ground_truth
 
 
 @pytest.fixture(scope="module")

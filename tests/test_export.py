@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw
 from bpo_data.card import choose_license, size_category
 from bpo_data.export import ExportError, LengthCounter, export_dataset
 from bpo_data.recipe import Recipe, SourceSpec
-from bpo_data.types import Pair, Reject
+from bpo_data.schema import Pair, Reject
 
 QUESTION = "What is in the image?"
 

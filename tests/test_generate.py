@@ -15,7 +15,7 @@ import yaml
 from llava_fixtures import write_llava_source, write_recipe
 from PIL import Image
 
-from bpo_data.store import iter_jsonl
+from bpo_data.jsonl import iter_jsonl
 
 
 def _cli(*args: str, env: dict, check: bool = True, timeout: int = 300) -> subprocess.CompletedProcess:

@@ -11,7 +11,7 @@ from bpo_data.negatives.injection import Injector, clean_rewrite, validate_rewri
 from bpo_data.negatives.prompt_files import PromptFileError, load_prompt_file, render_messages
 from bpo_data.prompting import llava_prompt
 from bpo_data.recipe import SamplingParams, ValidationSpec
-from bpo_data.types import Reject, Unit, pair_key
+from bpo_data.schema import Reject, Unit, pair_key
 
 QA_UNIT = Unit(
     key="llavar/rec-7/0",

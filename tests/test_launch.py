@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from bpo_data.cli import app
 from bpo_data.export import export_dataset
-from bpo_data.store import iter_jsonl
+from bpo_data.jsonl import iter_jsonl
 
 RECORDS = 40  # x 2 turns x 2 negative types = 160 planned pairs
 

@@ -17,7 +17,7 @@ import pytest
 from bpo_data.negatives.injection import validate_rewrite
 from bpo_data.negatives.rules import ERROR_TYPES, SCENES, RulesInjector
 from bpo_data.recipe import ValidationSpec
-from bpo_data.types import Unit
+from bpo_data.schema import Unit
 
 ANSWERS = [
     "There are two dogs to the left of a red car.",

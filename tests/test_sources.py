@@ -14,9 +14,9 @@ from PIL import Image
 from bpo_data.images import load_image
 from bpo_data.recipe import SourceSpec
 from bpo_data.sample_scenes import JPEG_QUALITY, SAMPLE_IMAGES, draw_scene
+from bpo_data.schema import Reject, Turn, Unit
 from bpo_data.sources import SOURCE_FORMATS, read_units
 from bpo_data.sources.sample import SAMPLE_DIR, SAMPLE_FILES
-from bpo_data.types import Reject, Turn, Unit
 
 
 def _record(rid, *exchanges, image="img.jpg", **extra) -> dict:

@@ -14,9 +14,9 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from bpo_data.cli import app
+from bpo_data.schema import Pair, Reject
 from bpo_data.status import folder_status
 from bpo_data.store import ShardStore
-from bpo_data.types import Pair, Reject
 
 
 def _pair(key: str) -> Pair:
@@ -53,7 +53,7 @@ def _plan(keys: list[str], started_at: float) -> dict:
 _LIVE_SHARD = """
 import json, os, sys, time
 from bpo_data.store import ShardStore
-from bpo_data.types import Pair
+from bpo_data.schema import Pair
 out, plan, pair = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
 with ShardStore(out, 1, 2) as store:
     plan["pid"] = os.getpid()

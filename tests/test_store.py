@@ -7,8 +7,9 @@ import multiprocessing as mp
 
 import pytest
 
-from bpo_data.store import ShardBusy, ShardStore, parse_shard_spec, repair_tail
-from bpo_data.types import Reject
+from bpo_data.jsonl import repair_tail
+from bpo_data.schema import Reject
+from bpo_data.store import ShardBusy, ShardStore, parse_shard_spec
 
 
 def _reject(key: str, reason: str = "missing_image") -> Reject:

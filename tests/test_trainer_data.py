@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw
 
 from bpo_data.export import export_dataset
 from bpo_data.recipe import Recipe, SourceSpec
-from bpo_data.types import Pair
+from bpo_data.schema import Pair
 from trainer_min.config import TrainConfig, defaults, read_yaml_settings
 from trainer_min.data import DataError, as_sft, load_pairs, select_pairs
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bpo_data.hashing import stable_u64
-from bpo_data.types import unit_key_of
+from bpo_data.schema import unit_key_of
 
 if TYPE_CHECKING:
     from datasets import Dataset

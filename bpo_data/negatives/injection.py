@@ -17,7 +17,7 @@ from bpo_data.hashing import stable_u64
 from bpo_data.negatives.prompt_files import PromptFile, PromptFileError, load_prompt_file, render_messages
 from bpo_data.negatives.rules import RulesInjector
 from bpo_data.recipe import Recipe, SamplingParams, ValidationSpec
-from bpo_data.types import Pair, Reject, Unit, pair_key
+from bpo_data.schema import Pair, Reject, Unit, pair_key
 
 if TYPE_CHECKING:
     from bpo_data.engines.hf import LlavaRuntime

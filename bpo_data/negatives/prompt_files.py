@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from bpo_data.prompting import strip_image_marker
 from bpo_data.recipe import PROMPTS_DIR, RecipeError, SamplingParams, load_yaml_model
-from bpo_data.types import Unit
+from bpo_data.schema import Unit
 
 PLACEHOLDERS = ("question", "answer")
 

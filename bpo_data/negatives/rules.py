@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 from bpo_data.hashing import stable_u64
 from bpo_data.recipe import ValidationSpec
-from bpo_data.types import Unit
+from bpo_data.schema import Unit
 
 ERROR_TYPES = ("object", "attribute", "count", "position", "text_number")
 

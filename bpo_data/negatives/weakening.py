@@ -14,7 +14,7 @@ from PIL import Image
 from bpo_data.engines.base import VisionEngine, VisionRequest
 from bpo_data.hashing import stable_u64
 from bpo_data.recipe import WeakenSpec
-from bpo_data.types import Pair, Reject, Unit, pair_key
+from bpo_data.schema import Pair, Reject, Unit, pair_key
 
 _NON_WORD = re.compile(r"[\W_]+")
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from bpo_data.recipe import SourceSpec
+from bpo_data.schema import Reject, Unit
 from bpo_data.sources import llava_format, llava_instruct, llavar, sample, sharegptv
-from bpo_data.types import Reject, Unit
 
 _READERS = {
     "sharegptv": sharegptv.read_units,

@@ -37,7 +37,7 @@ from bpo_data.hashing import stable_u64
 from bpo_data.images import ImageError, check_image_path
 from bpo_data.prompting import strip_image_marker
 from bpo_data.recipe import SourceSpec
-from bpo_data.types import Reject, Turn, Unit
+from bpo_data.schema import Reject, Turn, Unit
 
 Style = Literal["description", "qa"]
 _HUMAN = {"human", "user"}

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bpo_data.recipe import SourceSpec
+from bpo_data.schema import Reject, Unit
 from bpo_data.sources import llava_instruct, llavar, sharegptv
 from bpo_data.sources.llava_format import FormatFacts, read_source
-from bpo_data.types import Reject, Unit
 
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "sample"
 

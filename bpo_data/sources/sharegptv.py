@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from bpo_data.recipe import SourceSpec
+from bpo_data.schema import Reject, Unit
 from bpo_data.sources.llava_format import FormatFacts, read_source
-from bpo_data.types import Reject, Unit
 
 SUBFOLDERS = (
     "coco/train2017",

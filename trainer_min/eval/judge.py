@@ -22,8 +22,8 @@ from typing import Any, Generic, TypeVar
 
 from bpo_data.engines.base import TextRequest
 from bpo_data.engines.openai_compat import OPENAI_BASE_URL, OpenAITextEngine, normalize_base_url
+from bpo_data.jsonl import repair_tail
 from bpo_data.recipe import SamplingParams
-from bpo_data.store import repair_tail
 from trainer_min.eval.errors import EvalError
 
 log = logging.getLogger(__name__)

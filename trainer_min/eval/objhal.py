@@ -23,16 +23,16 @@ import binascii
 import io
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageOps
 
+from bpo_data.coco_objects import CocoVocabulary, Mention, coco_vocabulary
 from trainer_min.eval import common
 from trainer_min.eval.answer import MAX_IMAGE_PIXELS, Question, image_file
-from trainer_min.eval.coco_objects import CocoVocabulary, Mention, coco_vocabulary, ground_truth
 from trainer_min.eval.errors import EvalError
 from trainer_min.eval.judge import Judge, JudgeRequest, ask_until_parsed
 
@@ -281,3 +281,18 @@ def score(
     report = {"overall_metrics": metrics, "sentences": details, "extraction_failed_image_ids": failed}
     common.write_json(out_dir / "hallucinations.json", report)
     return metrics
+
+
+def ground_truth(
+    vocabulary: CocoVocabulary, instances: dict[str, Any], captions: dict[str, Any], image_ids: Iterable[int]
+) -> dict[int, set[str]]:
+    """Classes present in each image: its instance annotations ∪ the COCO objects its five captions name."""
+    truth: dict[int, set[str]] = {image_id: set() for image_id in image_ids}
+    names = {category["id"]: category["name"] for category in instances["categories"]}
+    for annotation in instances["annotations"]:
+        if annotation["image_id"] in truth:
+            truth[annotation["image_id"]].add(vocabulary.to_class[names[annotation["category_id"]]])
+    for annotation in captions["annotations"]:
+        if annotation["image_id"] in truth:
+            truth[annotation["image_id"]].update(m.cls for m in vocabulary.mentions(annotation["caption"]))
+    return truth

@@ -19,8 +19,6 @@ from functools import cache, lru_cache
 from importlib.resources import files
 from typing import Any
 
-from trainer_min.eval.errors import EvalError
-
 # Qualifiers that would otherwise make a person out of an animal or a vehicle (CHAIR's hard-coded rules).
 _ANIMALS = (
     "bird",
@@ -133,8 +131,8 @@ def _inflect():
     try:
         import inflect
     except ImportError as err:
-        raise EvalError(
-            "Object HalBench needs the 'inflect' package to singularise words: pip install 'bpo-data[eval]'"
+        raise ImportError(
+            "reading COCO objects needs the 'inflect' package: pip install 'bpo-data[eval]'"
         ) from err
     return inflect.engine()
 
@@ -145,18 +143,3 @@ def coco_vocabulary() -> CocoVocabulary:
     return CocoVocabulary(
         files("bpo_data").joinpath("resources", "coco_synonyms_refine.txt").read_text("utf-8")
     )
-
-
-def ground_truth(
-    vocabulary: CocoVocabulary, instances: dict[str, Any], captions: dict[str, Any], image_ids: Iterable[int]
-) -> dict[int, set[str]]:
-    """Classes present in each image: its instance annotations ∪ the COCO objects its five captions name."""
-    truth: dict[int, set[str]] = {image_id: set() for image_id in image_ids}
-    names = {category["id"]: category["name"] for category in instances["categories"]}
-    for annotation in instances["annotations"]:
-        if annotation["image_id"] in truth:
-            truth[annotation["image_id"]].add(vocabulary.to_class[names[annotation["category_id"]]])
-    for annotation in captions["annotations"]:
-        if annotation["image_id"] in truth:
-            truth[annotation["image_id"]].update(m.cls for m in vocabulary.mentions(annotation["caption"]))
-    return truth
