@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 import pytest
-from eval_fixtures import build_llava_bench, build_mmvet, build_objhal
-from servers import ok, scripted_server
+from support.eval_data import build_llava_bench, build_mmvet, build_objhal
+from support.servers import ok, scripted_server
 from typer.testing import CliRunner
 
 from trainer_min.eval import llava_bench

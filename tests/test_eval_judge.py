@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from eval_fixtures import build_mmvet
-from servers import error, ok, scripted_server, transformers_serve
+from support.eval_data import build_mmvet
+from support.servers import error, ok, scripted_server, transformers_serve
 
 from trainer_min.eval import mmvet
 from trainer_min.eval.errors import EvalError

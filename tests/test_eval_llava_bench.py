@@ -7,8 +7,8 @@ import json
 import re
 
 import pytest
-from eval_fixtures import LLAVA_QUESTIONS, build_llava_bench
-from servers import ok, scripted_server
+from support.eval_data import LLAVA_QUESTIONS, build_llava_bench
+from support.servers import ok, scripted_server
 
 from trainer_min.eval import llava_bench
 from trainer_min.eval.judge import Judge

@@ -9,8 +9,8 @@ import threading
 from collections import defaultdict
 
 import pytest
-from eval_fixtures import build_mmvet
-from servers import error, ok, scripted_server
+from support.eval_data import build_mmvet
+from support.servers import error, ok, scripted_server
 
 from trainer_min.eval import mmvet
 from trainer_min.eval.judge import Judge

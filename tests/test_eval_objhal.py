@@ -8,8 +8,8 @@ import threading
 from collections import Counter
 
 import pytest
-from eval_fixtures import OBJHAL_QUESTION, build_objhal
-from servers import ok, scripted_server
+from support.eval_data import OBJHAL_QUESTION, build_objhal
+from support.servers import ok, scripted_server
 
 from trainer_min.eval import objhal
 from trainer_min.eval.judge import Judge

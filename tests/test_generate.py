@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from llava_fixtures import write_llava_source, write_recipe
+from support.llava_source import write_llava_source, write_recipe
 from PIL import Image
 
 from bpo_data.jsonl import iter_jsonl

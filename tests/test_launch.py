@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from llava_fixtures import write_llava_source, write_recipe
+from support.llava_source import write_llava_source, write_recipe
 from typer.testing import CliRunner
 
 from bpo_data.cli import app

@@ -7,7 +7,7 @@ import logging
 import time
 
 import pytest
-from servers import (
+from support.servers import (
     Reply,
     error,
     free_port,
