@@ -1,26 +1,26 @@
 """The dataset card: YAML metadata the Hub reads, and the facts a user needs before training on the data.
 
-The card is rendered from ``dataset_card/template.md`` with ``huggingface_hub.DatasetCard.from_template``
-(Jinja2), so wording lives in the template and only the numbers are computed here.
+The card is rendered from ``dataset_card/template.md`` (shipped in the package) with
+``huggingface_hub.DatasetCard.from_template`` (Jinja2), so wording lives in the template and only the
+numbers are computed here.
 """
 
 from __future__ import annotations
 
 import json
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow.parquet as pq
 import yaml
 from huggingface_hub import DatasetCard, DatasetCardData
 
-from bpo_data import __version__
+from bpo_data import resources
+from bpo_data.export_stats import ExportStats
+from bpo_data.manifest import recipe_of
+from bpo_data.schema import features
+from bpo_data.versions import installed
 
-if TYPE_CHECKING:
-    from bpo_data.export import ExportStats
-
-TEMPLATE_PATH = Path(__file__).resolve().parent.parent / "dataset_card" / "template.md"
 PRETTY_NAME = "BPO preference pairs for multimodal LLMs"
 REPO_PLACEHOLDER = "<namespace>/<dataset>"
 TASK_CATEGORIES = ["visual-question-answering", "image-text-to-text"]
@@ -81,36 +81,12 @@ def choose_license(formats: list[str]) -> tuple[str, str]:
     return "cc-by-4.0", "All sources are released under CC BY 4.0, and so is this dataset." + terms
 
 
-def _package_version(name: str) -> str:
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return "not installed"
-
-
-def _export_software() -> dict[str, str]:
-    software = {"bpo_data": __version__}
-    for name in ("datasets", "pyarrow", "huggingface_hub"):
-        software[name] = _package_version(name)
-    return software
-
-
-def _portable_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
-    """The recipe without the generating machine's paths, which mean nothing to a reader of the card."""
-    data = json.loads(json.dumps(recipe))
-    data.pop("device", None)
-    for source in data.get("sources", []):
-        source.pop("data", None)
-        source.pop("image_root", None)
-    return data
-
-
 def _runs(manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One entry per distinct generation setup (several output dirs of one run show once)."""
     runs: list[dict[str, Any]] = []
     seen: set[str] = set()
     for manifest in manifests:
-        recipe = _portable_recipe(manifest.get("recipe") or {})
+        recipe = recipe_of(manifest).what() if manifest.get("recipe") else {}
         run = {
             "name": recipe.get("name", "unnamed"),
             "recipe_version": recipe.get("version", ""),
@@ -157,15 +133,13 @@ def dataset_info(stats: ExportStats, data_dir: Path) -> dict[str, Any]:
     """
     from datasets import DatasetInfo
 
-    from bpo_data.export import FEATURES
-
     files = sorted(data_dir.glob("*.parquet"))
     num_bytes = sum(
         meta.row_group(i).total_byte_size
         for meta in (pq.read_metadata(f) for f in files)
         for i in range(meta.num_row_groups)
     )
-    info = DatasetInfo(features=FEATURES)._to_yaml_dict()
+    info = DatasetInfo(features=features())._to_yaml_dict()
     info["splits"] = [{"name": "train", "num_bytes": num_bytes, "num_examples": stats.pairs}]
     info["download_size"] = sum(f.stat().st_size for f in files)
     info["dataset_size"] = num_bytes
@@ -212,7 +186,7 @@ def render_card(
     ]
     return DatasetCard.from_template(
         card_data,
-        template_path=str(TEMPLATE_PATH),
+        template_str=resources.card_template(),
         pretty_name=PRETTY_NAME,
         version=stats.version,
         repo_id=repo_id or REPO_PLACEHOLDER,
@@ -224,7 +198,7 @@ def render_card(
         lengths=lengths,
         runs=_runs(manifests),
         generators=stats.generators,
-        software=_export_software(),
+        software=installed(("bpo-data", "datasets", "pyarrow", "huggingface-hub")),
         duplicates_dropped=stats.duplicates_dropped,
         torn_lines=stats.torn_lines,
         image_errors=stats.image_errors,

@@ -4,18 +4,28 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
+from rich.text import Text
 
-from bpo_data.recipe import Recipe, RecipeError, load_recipe, resolve_recipe_path
+from bpo_data.recipe import Recipe, RecipeError, load_recipe, resolve_recipe_path, with_settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console(stderr=True)
@@ -38,8 +48,13 @@ def _quiet_libraries() -> None:
 
 
 def _fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}")
+    """One ``error:`` line, not rich markup: ``pip install 'bpo-data[vllm]'`` keeps its brackets."""
+    console.print(Text("error: ", style="bold red") + Text(message))
     raise typer.Exit(2)
+
+
+def _warn(message: str) -> None:
+    console.print(Text("warning: ", style="yellow") + Text(message))
 
 
 def _pick_recipe(recipe: str | None, source: str | None) -> tuple[str, list[str] | None, str | None]:
@@ -60,40 +75,138 @@ def _pick_recipe(recipe: str | None, source: str | None) -> tuple[str, list[str]
     return path, [source], None
 
 
+@contextmanager
+def _progress_bar(enabled: bool, description: str) -> Iterator[Callable[[int, int], None] | None]:
+    """A live bar on stderr, fed by the pipeline's (advance, new total) hook; None when disabled."""
+    if not enabled:
+        yield None
+        return
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn())
+    with Progress(*columns, TimeRemainingColumn(), console=console) as bar:
+        task = bar.add_task(description, total=None)
+
+        def hook(advance: int, new_total: int) -> None:
+            if new_total >= 0:
+                bar.update(task, total=new_total)
+            if advance:
+                bar.advance(task, advance)
+
+        yield hook
+
+
+class RateColumn(ProgressColumn):
+    def render(self, task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:.1f} pairs/s" if speed else "… pairs/s")
+
+
+def _settings(
+    *,
+    model: str | None,
+    injector: str | None,
+    inject_model: str | None,
+    weaken_engine: str | None,
+    inject_engine: str | None,
+    engine: str | None,
+    base_url: str | None,
+    device: str | None,
+    concurrency: int | None,
+) -> dict:
+    """Flag values for ``with_settings``; ``--engine`` is the deprecated spelling of two flags."""
+    if engine is not None:
+        if engine == "rules":
+            _warn("--engine rules is deprecated: use --injector rules (rules is an injector, not an engine)")
+            injector = injector or "rules"
+        else:
+            _warn(f"--engine is deprecated: use --inject-engine {engine}")
+            inject_engine = inject_engine or engine
+    return {
+        "model": model,
+        "injector": injector,
+        "inject_model": inject_model,
+        "weaken_engine": weaken_engine,
+        "inject_engine": inject_engine,
+        "base_url": base_url,
+        "device": device,
+        "concurrency": concurrency,
+    }
+
+
+def _load(recipe_path: str, settings: dict) -> Recipe:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", FutureWarning)
+        loaded = with_settings(load_recipe(recipe_path), **settings)
+    for warning in caught:
+        _warn(f"{recipe_path}: {warning.message}")
+    return loaded
+
+
+def _source_paths(recipe: Recipe, sources: list[str] | None, data: str | None, image_root: str | None):
+    from bpo_data.generate import SourcePaths
+
+    if not (data or image_root):
+        return {}
+    chosen = sources or [s.name for s in recipe.sources]
+    if len(chosen) != 1:
+        _fail(f"--data/--image-root need one source; pick one of {chosen} with --source")
+    return {chosen[0]: SourcePaths(data=data, image_root=image_root)}
+
+
+RecipeOption = Annotated[
+    str | None, typer.Option("--recipe", "-r", help="recipe YAML, or a shipped name (bpo, demo…)")
+]
+SourceOption = Annotated[
+    str | None,
+    typer.Option(
+        "--source",
+        "-s",
+        help="sharegptv | llavar | llava-instruct | sample | a LLaVA-format file | a source of the recipe",
+    ),
+]
+DataOption = Annotated[str | None, typer.Option(help="annotation file (JSON array or JSONL) for the source")]
+ImageRootOption = Annotated[str | None, typer.Option(help="folder the records' image paths are relative to")]
+ModelOption = Annotated[
+    str | None, typer.Option(help="the MLLM (hf id or local folder; 'smoke' = tiny local model)")
+]
+InjectorOption = Annotated[
+    str | None, typer.Option(help="what makes injected negatives: llm (a language model) | rules (no model)")
+]
+InjectModelOption = Annotated[
+    str | None, typer.Option(help="the served model that rewrites, with --inject-engine openai")
+]
+WeakenEngineOption = Annotated[str | None, typer.Option(help="runs the weakened MLLM: hf | vllm")]
+InjectEngineOption = Annotated[str | None, typer.Option(help="runs the llm injector: hf | vllm | openai")]
+EngineOption = Annotated[
+    str | None, typer.Option(help="deprecated: --inject-engine, or --injector rules", hidden=True)
+]
+BaseUrlOption = Annotated[
+    str | None, typer.Option(help="OpenAI-compatible server for --inject-engine openai")
+]
+DeviceOption = Annotated[str | None, typer.Option(help="cpu | cuda | cuda:1 | auto")]
+ConcurrencyOption = Annotated[
+    int | None, typer.Option(min=1, help="requests in flight to the --inject-engine openai server")
+]
+
+
 @app.command()
 def generate(
-    recipe: Annotated[
-        str | None, typer.Option("--recipe", "-r", help="recipe YAML, or a shipped name (bpo, demo…)")
-    ] = None,
-    source: Annotated[
-        str | None,
-        typer.Option(
-            "--source",
-            "-s",
-            help="sharegptv | llavar | llava-instruct | sample | a LLaVA-format file | "
-            "a source name of the recipe",
-        ),
-    ] = None,
-    data: Annotated[
-        str | None, typer.Option(help="annotation file (JSON array or JSONL) for the source")
-    ] = None,
-    image_root: Annotated[
-        str | None, typer.Option(help="folder the records' image paths are relative to")
-    ] = None,
+    recipe: RecipeOption = None,
+    source: SourceOption = None,
+    data: DataOption = None,
+    image_root: ImageRootOption = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="output folder (default out/<recipe name>)")
     ] = None,
     shard: Annotated[str, typer.Option(help="this process's shard, i/N")] = "0/1",
-    engine: Annotated[str | None, typer.Option(help="injection engine: hf | vllm | openai | rules")] = None,
-    weaken_engine: Annotated[str | None, typer.Option(help="image-weakening engine: hf | vllm")] = None,
-    model: Annotated[
-        str | None, typer.Option(help="the MLLM (hf id or local folder; 'smoke' = tiny local model)")
-    ] = None,
-    inject_model: Annotated[
-        str | None, typer.Option(help="model for injection (default: the MLLM's own LM)")
-    ] = None,
-    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible server for --engine openai")] = None,
-    device: Annotated[str | None, typer.Option(help="cpu | cuda | cuda:1 | auto")] = None,
+    model: ModelOption = None,
+    injector: InjectorOption = None,
+    inject_model: InjectModelOption = None,
+    weaken_engine: WeakenEngineOption = None,
+    inject_engine: InjectEngineOption = None,
+    engine: EngineOption = None,
+    base_url: BaseUrlOption = None,
+    device: DeviceOption = None,
+    concurrency: ConcurrencyOption = None,
     strict: Annotated[bool, typer.Option(help="stop at the first record that cannot become a pair")] = False,
     export_to: Annotated[
         Path | None, typer.Option("--export", help="after the run, export the pairs to this dataset folder")
@@ -101,45 +214,46 @@ def generate(
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
     """Make BPO preference pairs for one shard of a recipe; rerun the same command to resume."""
-    from bpo_data.generate import GenerateOptions, SourceOverride, StrictModeError
-    from bpo_data.run import run_shard
+    from bpo_data.generate import generate as run
+    from bpo_data.manifest import ManifestMismatch
+    from bpo_data.pipeline import StrictModeError
     from bpo_data.store import ShardBusy, parse_shard_spec
 
     _quiet_libraries()
     try:
         recipe_path, sources, implied_data = _pick_recipe(recipe, source)
-        spec = load_recipe(recipe_path)
-        raw = spec.model_dump()
-        raw.update({k: v for k, v in {"model": model, "device": device}.items() if v})
-        if weaken_engine:
-            raw["weaken"]["engine"] = weaken_engine
-        raw["inject"].update(
-            {k: v for k, v in {"engine": engine, "model": inject_model, "base_url": base_url}.items() if v}
+        settings = _settings(
+            model=model,
+            injector=injector,
+            inject_model=inject_model,
+            weaken_engine=weaken_engine,
+            inject_engine=inject_engine,
+            engine=engine,
+            base_url=base_url,
+            device=device,
+            concurrency=concurrency,
         )
-        spec = Recipe.model_validate(raw)
+        spec = _load(recipe_path, settings)
         index, total = parse_shard_spec(shard)
-    except (RecipeError, ValidationError, ValueError) as err:
+    except (RecipeError, ValueError) as err:
         _fail(str(err))
-    data = data or implied_data
-    overrides = {}
-    if data or image_root:
-        chosen = sources or [s.name for s in spec.sources]
-        if len(chosen) != 1:
-            _fail(f"--data/--image-root need one source; pick one of {chosen} with --source")
-        overrides[chosen[0]] = SourceOverride(data=data, image_root=image_root)
+    paths = _source_paths(spec, sources, data or implied_data, image_root)
     out_dir = out or Path("out") / spec.name
-    options = GenerateOptions(
-        out_dir=out_dir,
-        shard_index=index,
-        num_shards=total,
-        sources=sources,
-        overrides=overrides,
-        strict=strict,
-        recipe_path=recipe_path,
-    )
+    if spec.model == "smoke":
+        _warn("smoke model: a tiny random LLaVA built locally; its weakened answers are noise")
     try:
-        summary = run_shard(spec, options, console=console, progress=progress)
-    except (ShardBusy, StrictModeError, ValueError, FileNotFoundError) as err:
+        with _progress_bar(progress, f"{spec.name} shard {index}/{total}") as hook:
+            summary = run(
+                spec,
+                out_dir,
+                shard=(index, total),
+                sources=sources,
+                paths=paths,
+                strict=strict,
+                recipe_path=recipe_path,
+                progress=hook,
+            )
+    except (ShardBusy, StrictModeError, ManifestMismatch, ValueError, FileNotFoundError) as err:
         _fail(str(err))
     _print_summary(summary, out_dir)
     if export_to is not None:
@@ -226,22 +340,19 @@ def launch(
     executor: Annotated[
         Executor, typer.Option(help="local: this machine; ray: Ray tasks; slurm: an sbatch array")
     ] = Executor.local,
-    recipe: Annotated[
-        str | None, typer.Option("--recipe", "-r", help="recipe YAML, or a shipped name (bpo, demo…)")
-    ] = None,
-    source: Annotated[
-        str | None, typer.Option("--source", "-s", help="as for generate: a shipped source, a file, a name")
-    ] = None,
-    data: Annotated[str | None, typer.Option(help="annotation file for the source")] = None,
-    image_root: Annotated[
-        str | None, typer.Option(help="folder the records' image paths are relative to")
-    ] = None,
-    engine: Annotated[str | None, typer.Option(help="injection engine, as for generate")] = None,
-    weaken_engine: Annotated[str | None, typer.Option(help="image-weakening engine: hf | vllm")] = None,
-    model: Annotated[str | None, typer.Option(help="the MLLM (hf id or local folder)")] = None,
-    inject_model: Annotated[str | None, typer.Option(help="model for injection")] = None,
-    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible server for --engine openai")] = None,
+    recipe: RecipeOption = None,
+    source: SourceOption = None,
+    data: DataOption = None,
+    image_root: ImageRootOption = None,
+    model: ModelOption = None,
+    injector: InjectorOption = None,
+    inject_model: InjectModelOption = None,
+    weaken_engine: WeakenEngineOption = None,
+    inject_engine: InjectEngineOption = None,
+    engine: EngineOption = None,
+    base_url: BaseUrlOption = None,
     device: Annotated[str | None, typer.Option(help="cpu | cuda | auto (within each shard's GPUs)")] = None,
+    concurrency: ConcurrencyOption = None,
     strict: Annotated[bool, typer.Option(help="stop a shard at its first bad record")] = False,
     gpus_per_shard: Annotated[int, typer.Option(min=0, help="GPUs each shard gets; 0 = CPU only")] = 1,
     max_retries: Annotated[
@@ -269,35 +380,33 @@ def launch(
     from bpo_data.launch import (
         LaunchError,
         SlurmOptions,
-        gpu_slots,
         make_job,
-        new_launch_id,
-        run_local,
-        run_ray,
         submit_slurm,
-        visible_gpus,
         write_slurm_script,
     )
+    from bpo_data.launch import launch as run_launch
 
     try:
         recipe_path, sources, implied_data = _pick_recipe(recipe, source)
-        spec = load_recipe(recipe_path)
-    except (RecipeError, ValidationError, ValueError) as err:
+        settings = _settings(
+            model=model,
+            injector=injector,
+            inject_model=inject_model,
+            weaken_engine=weaken_engine,
+            inject_engine=inject_engine,
+            engine=engine,
+            base_url=base_url,
+            device=device,
+            concurrency=concurrency,
+        )
+        spec = _load(recipe_path, settings)
+    except (RecipeError, ValueError) as err:
         _fail(str(err))
-    options = {
-        "recipe": recipe_path,
-        "source": sources[0] if sources else None,
-        "data": data or implied_data,
-        "image_root": image_root,
-        "engine": engine,
-        "weaken_engine": weaken_engine,
-        "model": model,
-        "inject_model": inject_model,
-        "base_url": base_url,
-        "device": device,
-    }
+    paths = _source_paths(spec, sources, data or implied_data, image_root)
     try:
-        job = make_job(out, num_shards, options, strict)
+        job = make_job(
+            spec, out, num_shards, recipe_path=recipe_path, sources=sources, paths=paths, strict=strict
+        )
         if executor is Executor.slurm:
             slurm = SlurmOptions(
                 job_name=job_name or f"bpo-{spec.name}",
@@ -308,29 +417,31 @@ def launch(
                 extra=tuple(sbatch_option or ()),
             )
             path = write_slurm_script(job, slurm, script)
-            console.print(f"wrote the Slurm array script [bold]{path}[/]")
+            console.print(f"wrote the Slurm array script [bold]{path}[/] (job file {job.path})")
             if submit:
                 print(submit_slurm(path))
             else:
                 console.print(f"submit it with: sbatch {path}")
             console.print(f"follow it with: bpo-data status {job.out_dir}")
             return
-        launch_id = new_launch_id()
         console.print(
-            f"launch {launch_id}: {num_shards} shards into {job.out_dir} (logs in {job.out_dir}/logs)"
+            f"launch {job.launch_id}: {num_shards} shards into {job.out_dir} (logs in {job.out_dir}/logs)"
         )
-        if executor is Executor.local:
-            slots = gpu_slots(visible_gpus(), gpus_per_shard)
-            outcomes = run_local(job, slots, max_retries, launch_id, report=console.print)
-        else:
-            outcomes = run_ray(job, gpus_per_shard, max_retries, launch_id, ray_address, report=console.print)
+        outcomes = run_launch(
+            job,
+            executor.value,
+            gpus_per_shard=gpus_per_shard,
+            max_retries=max_retries,
+            ray_address=ray_address,
+            report=console.print,
+        )
     except LaunchError as err:
         _fail(str(err))
     _print_launch_table(job, outcomes)
     failed = [o for o in outcomes if not o.ok]
     if failed:
         for outcome in failed:
-            console.print(outcome.error)
+            console.print(outcome.error, markup=False)
         names = ", ".join(f"{o.index}/{num_shards}" for o in failed)
         console.print(
             f"[bold red]error:[/] shard(s) {names} failed on all {max_retries + 1} attempts (logs above); "
@@ -416,7 +527,3 @@ def _since(iso: str | None) -> str:
     seconds = (datetime.now(timezone.utc) - when).total_seconds()
     shown = f"{when:%H:%M:%S}" if when.date() == datetime.now().date() else f"{when:%Y-%m-%d %H:%M}"
     return f"{shown} ({seconds:.0f}s ago)"
-
-
-def main() -> None:  # pragma: no cover - console entry
-    sys.exit(app())

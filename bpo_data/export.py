@@ -10,48 +10,26 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from datasets import Features, Image, Value
 
 from bpo_data.card import write_card
+from bpo_data.export_stats import ExportStats, LengthCounter
 from bpo_data.images import ImageError, image_bytes_for_dataset
 from bpo_data.jsonl import numbered_records
+from bpo_data.manifest import read_manifest, recipe_of
+from bpo_data.schema import features
 from bpo_data.smoke_model import SMOKE_MODEL_ID
 
 log = logging.getLogger(__name__)
-
-_MESSAGES = [{"role": Value("string"), "content": Value("string")}]
-
-# The published schema (DESIGN.md): TRL's columns first, then provenance.
-FEATURES = Features(
-    {
-        "images": [Image()],
-        "prompt": _MESSAGES,
-        "chosen": _MESSAGES,
-        "rejected": _MESSAGES,
-        "id": Value("string"),
-        "source": Value("string"),
-        "negative_type": Value("string"),
-        "generator": Value("string"),
-        "noise_step": Value("int32"),
-        "noise_space": Value("string"),
-        "error_types": [Value("string")],
-        "image_path": Value("string"),
-        "question": Value("string"),
-        "turn": Value("int32"),
-    }
-)
 
 STATS_FILE = "export_stats.json"
 CARD_FILE = "README.md"
@@ -65,59 +43,11 @@ class ExportError(ValueError):
     """An export that cannot go on; the message names the file or directory and what to do."""
 
 
-@dataclass
-class LengthCounter:
-    """Exact mean/median/p95 of word counts with bounded memory: lengths are few distinct integers."""
-
-    histogram: Counter = field(default_factory=Counter)
-
-    def add(self, words: int) -> None:
-        self.histogram[words] += 1
-
-    def summary(self) -> dict[str, float]:
-        n = sum(self.histogram.values())
-        if n == 0:
-            return {"mean": 0.0, "median": 0.0, "p95": 0.0}
-        total = sum(length * count for length, count in self.histogram.items())
-        return {"mean": round(total / n, 1), "median": self._quantile(0.5, n), "p95": self._quantile(0.95, n)}
-
-    def _quantile(self, q: float, n: int) -> float:
-        """Nearest-rank quantile: the smallest length whose cumulative count reaches q·n."""
-        rank = max(1, math.ceil(round(q * n, 9)))  # round first: 0.95 * 20 must be rank 19, not 20
-        seen = 0
-        for length in sorted(self.histogram):
-            seen += self.histogram[length]
-            if seen >= rank:
-                return float(length)
-        return float(max(self.histogram))
-
-
-@dataclass
-class ExportStats:
-    """What the export wrote and what it left out, with the reason; saved as ``export_stats.json``."""
-
-    version: str
-    pairs: int = 0
-    duplicates_dropped: int = 0
-    torn_lines: int = 0
-    image_errors: dict[str, int] = field(default_factory=dict)
-    generation_rejects: dict[str, int] = field(default_factory=dict)
-    files: list[str] = field(default_factory=list)
-    counts: dict[str, dict[str, int]] = field(default_factory=dict)
-    generators: dict[str, int] = field(default_factory=dict)
-    lengths: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
-    smoke: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 def export_dataset(
     out_dirs: list[str | os.PathLike],
     to: str | os.PathLike,
     version: str,
     rows_per_file: int = 10_000,
-    max_pixels: int = 64_000_000,
     progress: bool = False,
     repo_id: str | None = None,
 ) -> ExportStats:
@@ -130,13 +60,15 @@ def export_dataset(
         raise ExportError(f"rows_per_file must be at least 1, got {rows_per_file}")
     inputs = [Path(d) for d in out_dirs]
     manifests = [_read_manifest(d) for d in inputs]
+    # Each folder's images are checked with the limit of the recipe that made it.
+    max_pixels = {d: recipe_of(m).images.max_pixels for d, m in zip(inputs, manifests)}
     target = Path(to)
     _check_target(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         stats = ExportStats(version=version)
-        stats.smoke = any(_manifest_is_smoke(m) for m in manifests)
+        stats.smoke = any(m.get("model") == SMOKE_MODEL_ID for m in manifests)
         pair_keys: set[str] = set()
         _write_parquet(inputs, staging / DATA_DIR, stats, pair_keys, rows_per_file, max_pixels, progress)
         stats.generation_rejects = _count_rejects(inputs, pair_keys)
@@ -150,21 +82,12 @@ def export_dataset(
 
 
 def _read_manifest(out_dir: Path) -> dict[str, Any]:
-    path = out_dir / "manifest.json"
-    if not path.is_file():
+    manifest = read_manifest(out_dir)
+    if manifest is None:
         raise ExportError(
             f"{out_dir} has no manifest.json: give the output directory of a `bpo-data generate` run"
         )
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ExportError(
-            f"{path} is not valid JSON ({err}); rerun `bpo-data generate` to rewrite it"
-        ) from err
-
-
-def _manifest_is_smoke(manifest: dict[str, Any]) -> bool:
-    return bool(manifest.get("smoke_model")) or manifest.get("model") == SMOKE_MODEL_ID
+    return manifest
 
 
 def _check_target(target: Path) -> None:
@@ -211,8 +134,10 @@ def _read_lines(path: Path, stats: ExportStats | None) -> Iterator[tuple[int, di
     return numbered_records(path, skipped)
 
 
-def _iter_pairs(inputs: list[Path], stats: ExportStats, seen: set[str]) -> Iterator[dict[str, Any]]:
-    """Pairs in input order, each key once (the first wins); ``seen`` collects the keys."""
+def _iter_pairs(
+    inputs: list[Path], stats: ExportStats, seen: set[str]
+) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """(folder, pair) in input order, each key once (the first wins); ``seen`` collects the keys."""
     for out_dir in inputs:
         files = _shard_files(out_dir, "pairs")
         if not files:
@@ -231,7 +156,7 @@ def _iter_pairs(inputs: list[Path], stats: ExportStats, seen: set[str]) -> Itera
                     stats.duplicates_dropped += 1
                     continue
                 seen.add(record["key"])
-                yield record
+                yield out_dir, record
 
 
 def _count_rejects(inputs: list[Path], pair_keys: set[str]) -> dict[str, int]:
@@ -283,7 +208,7 @@ class _ShardWriter:
     def __init__(self, data_dir: Path, rows_per_file: int):
         self.data_dir = data_dir
         self.rows_per_file = rows_per_file
-        self.schema = FEATURES.arrow_schema
+        self.schema = features().arrow_schema
         self.parts: list[Path] = []
         self._writer: pq.ParquetWriter | None = None
         self._rows_in_file = 0
@@ -333,7 +258,7 @@ def _write_parquet(
     stats: ExportStats,
     pair_keys: set[str],
     rows_per_file: int,
-    max_pixels: int,
+    max_pixels: dict[Path, int],
     progress: bool,
 ) -> None:
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -350,9 +275,11 @@ def _write_parquet(
         disable=not progress,
     ) as bar:
         task = bar.add_task("export")
-        for record in _iter_pairs(inputs, stats, pair_keys):
+        for out_dir, record in _iter_pairs(inputs, stats, pair_keys):
             try:
-                image = image_bytes_for_dataset(record["image_root"], record["image_path"], max_pixels)
+                image = image_bytes_for_dataset(
+                    record["image_root"], record["image_path"], max_pixels[out_dir]
+                )
             except ImageError as err:
                 image_errors[err.reason] += 1
                 log.warning(
@@ -367,7 +294,6 @@ def _write_parquet(
             writer.add(row)
             counts[(row["source"], row["negative_type"])] += 1
             generators[row["generator"]] += 1
-            stats.smoke = stats.smoke or bool((record.get("meta") or {}).get("smoke_model"))
             per_type = lengths.setdefault(
                 row["negative_type"], {k: LengthCounter() for k in ("prompt", "chosen", "rejected")}
             )

@@ -1,10 +1,13 @@
-"""The generation pipeline of one shard: units → sample → negatives → validate → shard store.
+"""Generate one shard of a recipe: the Python API behind ``bpo-data generate`` and ``launch``.
 
-Steps run in one direction (DESIGN.md): a source reader yields units (and rejects for bad
-records), the recipe's bottom-k sample and the shard hash pick this shard's units, units already
-in the store are skipped, images are loaded, and batches go to the weakening or injection maker.
-Every batch is written durably before the next one starts, so ``kill -9`` loses at most the batch
-in flight and a rerun of the same command finishes the work.
+A shard is a readable list of steps (``bpo_data.pipeline``), run in one direction::
+
+    read → shard → sample → skip done → load images → make negatives → filters → write
+
+A first pass over the sources decides the sample (bottom-k over the whole source, whatever the
+shard count) and each unit's negative types; the second pass streams units through the steps.
+Every group of finished pairs and rejects is written durably before more are made, so ``kill -9``
+loses at most that group and a rerun of the same call finishes the work.
 """
 
 from __future__ import annotations
@@ -12,37 +15,43 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
-from PIL import Image
-
+from bpo_data.engines.build import Engines, build_engines
 from bpo_data.hashing import shard_of
-from bpo_data.images import ImageError, load_image
-from bpo_data.manifest import write_or_check_manifest
-from bpo_data.recipe import Recipe, SourceSpec
+from bpo_data.inject.llm import LLMRewriter
+from bpo_data.inject.negatives import InjectedNegatives, RulesRewriter
+from bpo_data.jsonl import count_lines
+from bpo_data.manifest import check_manifest, write_manifest
+from bpo_data.pipeline import Step, ThresholdFilter, run_steps
+from bpo_data.pipeline.steps import (
+    LoadImages,
+    MakeNegatives,
+    NegativeMaker,
+    ReadUnits,
+    Sample,
+    Shard,
+    SkipDone,
+    Write,
+)
+from bpo_data.recipe import Recipe, RecipeError, SourceSpec
 from bpo_data.sampling import bottom_k, negative_types
-from bpo_data.schema import NegativeType, Pair, Reject, Unit, pair_key
+from bpo_data.schema import NegativeType, Reject, Unit, pair_key
 from bpo_data.sources import read_units
-from bpo_data.store import ShardStore, count_lines
+from bpo_data.store import ShardStore
+from bpo_data.weaken.negatives import WeakenedNegatives
 
-
-class NegativeMaker(Protocol):
-    negative_type: str
-    batch_size: int
-
-    def make(self, items: list[tuple[Unit, Image.Image]]) -> tuple[list[Pair], list[Reject]]: ...
-
-
-class StrictModeError(RuntimeError):
-    """Raised by ``--strict`` at the first record that cannot become a pair."""
+MAKERS = {"weaken": WeakenedNegatives, "inject": InjectedNegatives}
+ProgressHook = Callable[[int, int], None]  # (advance, new total or -1)
 
 
 @dataclass
-class SourceOverride:
+class SourcePaths:
+    """Where a source's files are on this machine, when not (or not only) in the recipe."""
+
     data: str | None = None
     image_root: str | None = None
 
@@ -53,9 +62,10 @@ class GenerateOptions:
     shard_index: int = 0
     num_shards: int = 1
     sources: list[str] | None = None
-    overrides: dict[str, SourceOverride] = field(default_factory=dict)
+    paths: dict[str, SourcePaths] = field(default_factory=dict)
     strict: bool = False
     recipe_path: str = ""
+    steps: Sequence[Step] = ()  # extra filter steps, after the recipe's, before the writer
 
 
 @dataclass
@@ -70,6 +80,7 @@ class RunSummary:
     elapsed_s: float = 0.0
     torn_bytes_repaired: int = 0
     models_loaded: bool = False
+    steps: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def pairs_per_s(self) -> float:
@@ -87,218 +98,204 @@ class RunSummary:
             "elapsed_s": round(self.elapsed_s, 3),
             "pairs_per_s": round(self.pairs_per_s, 3),
             "models_loaded": self.models_loaded,
+            "steps": self.steps,
         }
 
 
-ProgressHook = Callable[[int, int], None]  # (advance, new_total_or_-1)
+def selected_sources(recipe: Recipe, names: list[str] | None) -> list[SourceSpec]:
+    if not names:
+        return list(recipe.sources)
+    unknown = sorted(set(names) - {s.name for s in recipe.sources})
+    if unknown:
+        raise RecipeError(
+            f"recipe {recipe.name!r} has no source {unknown}; it has {[s.name for s in recipe.sources]}"
+        )
+    return [s for s in recipe.sources if s.name in names]
 
 
-def _source_with_overrides(
-    spec: SourceSpec, override: SourceOverride | None
-) -> tuple[str | None, str | None]:
-    if override is None:
-        return spec.data, spec.image_root
-    return override.data or spec.data, override.image_root or spec.image_root
+def source_reader(
+    recipe: Recipe, paths: dict[str, SourcePaths]
+) -> Callable[[SourceSpec], Iterable[Unit | Reject]]:
+    """Read a source with this machine's paths (CLI flags win over the recipe's)."""
 
-
-MakerFactory = Callable[[], tuple[dict[str, NegativeMaker], list[str]]]
-
-
-class ShardRun:
-    """One run of one shard.
-
-    ``build_makers`` returns the makers (negative type → the object that makes it) and the generator
-    ids they record. It is called only when the first unit with work left is reached, so a rerun of
-    a finished or nearly finished shard on a preempted GPU does not pay for loading a 7B model.
-    """
-
-    def __init__(self, recipe: Recipe, options: GenerateOptions, build_makers: MakerFactory):
-        self.recipe = recipe
-        self.options = options
-        self._build_makers = build_makers
-        self._makers: dict[str, NegativeMaker] | None = None
-        self.summary = RunSummary(shard=f"{options.shard_index}/{options.num_shards}")
-
-    def _maker(self, kind: str) -> NegativeMaker:
-        if self._makers is None:
-            self._makers, generators = self._build_makers()
-            self.summary.models_loaded = True
-            opts = self.options
-            write_or_check_manifest(opts.out_dir, self.recipe, opts.recipe_path, generators)
-        return self._makers[kind]
-
-    def _specs(self) -> list[SourceSpec]:
-        wanted = self.options.sources
-        specs = [s for s in self.recipe.sources if wanted is None or s.name in wanted]
-        if wanted:
-            unknown = sorted(set(wanted) - {s.name for s in specs})
-            if unknown:
-                raise ValueError(
-                    f"recipe {self.recipe.name!r} has no source {unknown}; "
-                    f"it has {[s.name for s in self.recipe.sources]}"
-                )
-        return specs
-
-    def _units(self, spec: SourceSpec) -> Iterator[Unit | Reject]:
-        data, image_root = _source_with_overrides(spec, self.options.overrides.get(spec.name))
-        return read_units(spec, seed=self.recipe.seed, data=data, image_root=image_root)
-
-    def _mine(self, key: str) -> bool:
-        return shard_of(key, self.options.num_shards) == self.options.shard_index
-
-    def _unit_keys(self, spec: SourceSpec) -> Iterator[str]:
-        for item in self._units(spec):
-            if isinstance(item, Unit):
-                self.summary.units_read += 1
-                yield item.key
-
-    def plan(self, done: set[str]) -> dict[str, dict[str, list[NegativeType]]]:
-        """First pass: per source, this shard's sampled units (bottom-k over the whole source) and the
-        negative types each one gets. Decided once here; the second pass only looks them up."""
-        selected: dict[str, dict[str, list[NegativeType]]] = {}
-        for spec in self._specs():
-            sampled = bottom_k(self._unit_keys(spec), spec.quota, self.recipe.seed)
-            selected[spec.name] = {
-                key: negative_types(key, spec, self.recipe.seed) for key in sampled if self._mine(key)
-            }
-        pair_keys = self._pair_keys(selected)
-        self.summary.pairs_planned = len(pair_keys)
-        self.summary.already_done = sum(key in done for key in pair_keys)
-        return selected
-
-    @staticmethod
-    def _pair_keys(selected: dict[str, dict[str, list[NegativeType]]]) -> list[str]:
-        return sorted(
-            pair_key(key, kind)
-            for units in selected.values()
-            for key, kinds in units.items()
-            for kind in kinds
+    def read(spec: SourceSpec) -> Iterable[Unit | Reject]:
+        given = paths.get(spec.name, SourcePaths())
+        return read_units(
+            spec,
+            seed=recipe.seed,
+            data=given.data or spec.data,
+            image_root=given.image_root or spec.image_root,
         )
 
-    def run(self, progress: ProgressHook | None = None) -> RunSummary:
-        started = time.perf_counter()
-        opts = self.options
-        with ShardStore(opts.out_dir, opts.shard_index, opts.num_shards) as store:
-            write_or_check_manifest(opts.out_dir, self.recipe, opts.recipe_path, [])
-            self.summary.torn_bytes_repaired = store.torn_bytes
-            done = store.done_keys()
-            selected = self.plan(done)
-            store.write_plan(self._plan_record(selected, store))
-            if progress:
-                progress(0, self.summary.pairs_planned - self.summary.already_done)
-            for spec in self._specs():
-                self._run_source(spec, selected[spec.name], done, store, progress)
-            self.summary.elapsed_s = time.perf_counter() - started
-            store.write_summary(self.summary.to_dict())
-        return self.summary
+    return read
 
-    def _plan_record(self, selected: dict[str, dict[str, list[NegativeType]]], store: ShardStore) -> dict:
-        """This run's pair keys and start, so ``bpo-data status`` counts progress exactly while it runs."""
-        keys = self._pair_keys(selected)
-        return {
-            "shard": self.summary.shard,
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "started_at": time.time(),
-            "pairs_planned": len(keys),
-            "already_done": self.summary.already_done,
-            "pair_lines_at_start": count_lines(store.pairs_path),
-            "pair_keys": keys,
-        }
 
-    def _reject(self, store: ShardStore, reject: Reject, done: set[str]) -> None:
-        if self.options.strict:
-            raise StrictModeError(f"{reject.reason}: {reject.detail} (key {reject.key})")
-        store.write([], [reject])
-        done.add(reject.key)
-        self.summary.rejects[reject.reason] += 1
+@dataclass
+class Plan:
+    """This shard's share of the recipe's sample: unit key → the negative types it gets."""
 
-    def _run_source(
-        self,
-        spec: SourceSpec,
-        selected: dict[str, list[NegativeType]],
-        done: set[str],
-        store: ShardStore,
-        progress: ProgressHook | None,
-    ) -> None:
-        buffers: dict[str, list[tuple[Unit, Image.Image]]] = defaultdict(list)
-        for item in self._units(spec):
-            if isinstance(item, Reject):
-                if item.key not in done and self._mine(item.key):
-                    self._reject(store, item, done)
-                continue
-            if item.key not in selected:
-                continue
-            self.summary.units_seen += 1
-            todo = [k for k in selected[item.key] if pair_key(item.key, k) not in done]
-            if not todo:
-                continue
-            try:
-                image = load_image(item.image_root, item.image, self.recipe.images.max_pixels)
-            except ImageError as err:
-                for kind in todo:
-                    self._reject(
-                        store,
-                        Reject(
-                            pair_key(item.key, kind),
-                            item.source,
-                            err.reason,
-                            err.detail,
-                            file=str(Path(item.image_root) / item.image),
-                            negative_type=kind,
-                        ),
-                        done,
-                    )
-                    if progress:
-                        progress(1, -1)
-                continue
-            for kind in todo:
-                buffers[kind].append((item, image))
-                if len(buffers[kind]) >= self._maker(kind).batch_size:
-                    self._flush(kind, buffers[kind], store, done, progress)
-                    buffers[kind] = []
-        for kind, items in buffers.items():
-            if items:
-                self._flush(kind, items, store, done, progress)
+    chosen: dict[str, list[NegativeType]]
+    units_read: int
 
-    def _flush(
-        self,
-        kind: str,
-        items: list[tuple[Unit, Image.Image]],
-        store: ShardStore,
-        done: set[str],
-        progress: ProgressHook | None,
-    ) -> None:
-        pairs, rejects = self._make(self._maker(kind), items)
-        if self.options.strict and rejects:
-            first = rejects[0]
-            raise StrictModeError(f"{first.reason}: {first.detail} (key {first.key})")
-        store.write(pairs, rejects)
-        done.update(p.key for p in pairs)
-        done.update(r.key for r in rejects)
-        self.summary.pairs_written += len(pairs)
-        self.summary.rejects.update(r.reason for r in rejects)
+    def pair_keys(self) -> list[str]:
+        return sorted(pair_key(key, kind) for key, kinds in self.chosen.items() for kind in kinds)
+
+
+def make_plan(
+    recipe: Recipe,
+    specs: list[SourceSpec],
+    read: Callable[[SourceSpec], Iterable[Unit | Reject]],
+    index: int,
+    num_shards: int,
+) -> Plan:
+    """The first pass: each source's bottom-k sample (over all its units), kept where this shard owns it."""
+    chosen: dict[str, list[NegativeType]] = {}
+    units_read = 0
+
+    def keys(spec: SourceSpec):
+        nonlocal units_read
+        for item in read(spec):
+            if isinstance(item, Unit):
+                units_read += 1
+                yield item.key
+
+    for spec in specs:
+        for key in bottom_k(keys(spec), spec.quota, recipe.seed):
+            if shard_of(key, num_shards) == index:
+                chosen[key] = negative_types(key, spec, recipe.seed)
+    return Plan(chosen, units_read)
+
+
+def build_makers(recipe: Recipe, kinds: set[str], engines: Engines) -> dict[str, NegativeMaker]:
+    """The maker of each negative type the run needs, on the engines built for it."""
+    makers: dict[str, NegativeMaker] = {}
+    if "weaken" in kinds:
+        makers["weaken"] = WeakenedNegatives(
+            engines.vision, recipe.weaken, recipe.seed, engines.names["vision"], recipe.run.weaken.batch_size
+        )
+    if "inject" in kinds:
+        if recipe.inject.injector == "rules":
+            # Rules take microseconds per unit: large batches keep the write groups full.
+            rewriter = RulesRewriter(recipe.seed, recipe.inject.validation)
+            makers["inject"] = InjectedNegatives(rewriter, "rules", max(recipe.run.inject.batch_size, 256))
+        else:
+            rewriter = LLMRewriter(engines.text, recipe.inject, recipe.seed)
+            makers["inject"] = InjectedNegatives(
+                rewriter, engines.names["text"], recipe.run.inject.batch_size
+            )
+    return makers
+
+
+def engines_for(recipe: Recipe, kinds: set[str]) -> Engines:
+    return build_engines(
+        recipe.model,
+        recipe.run,
+        recipe.seed,
+        vision="weaken" in kinds,
+        text="inject" in kinds and recipe.inject.injector == "llm",
+        text_model=recipe.inject.model,
+    )
+
+
+def run_shard(recipe: Recipe, options: GenerateOptions, progress: ProgressHook | None = None) -> RunSummary:
+    """Make (or finish) one shard's pairs; see the module docstring for the steps."""
+    started = time.perf_counter()
+    specs = selected_sources(recipe, options.sources)
+    read = source_reader(recipe, options.paths)
+    kinds = recipe.negative_kinds([s.name for s in specs])
+    summary = RunSummary(shard=f"{options.shard_index}/{options.num_shards}")
+    out_dir = Path(options.out_dir)
+    check_manifest(out_dir, recipe)
+    engines: Engines | None = None
+
+    def makers() -> dict[str, NegativeMaker]:
+        nonlocal engines
+        engines = engines_for(recipe, kinds)
+        summary.models_loaded = True
+        built = build_makers(recipe, kinds, engines)
+        write_manifest(out_dir, recipe, options.recipe_path, [m.generator for m in built.values()])
+        return built
+
+    with ShardStore(out_dir, options.shard_index, options.num_shards) as store:
+        write_manifest(out_dir, recipe, options.recipe_path, [])
+        summary.torn_bytes_repaired = store.torn_bytes
+        done = store.done_keys()
+        plan = make_plan(recipe, specs, read, options.shard_index, options.num_shards)
+        keys = plan.pair_keys()
+        summary.units_read = plan.units_read
+        summary.pairs_planned = len(keys)
+        summary.already_done = sum(key in done for key in keys)
+        store.write_plan(_plan_record(summary, keys, store))
         if progress:
-            progress(len(items), -1)
-
-    def _make(self, maker: NegativeMaker, items: list[tuple[Unit, Image.Image]]):
-        """Run a batch; on an exception (e.g. out of memory) split it, and reject only what still fails."""
+            progress(0, summary.pairs_planned - summary.already_done)
+        sample = Sample(plan.chosen)
+        writer = Write(
+            store, done, strict=options.strict, progress=(lambda n: progress(n, -1)) if progress else None
+        )
+        steps: list[Step] = [
+            ReadUnits(specs, read),
+            Shard(options.shard_index, options.num_shards),
+            sample,
+            SkipDone(done),
+            LoadImages(recipe.images.max_pixels, {k for k, maker in MAKERS.items() if maker.needs_image}),
+            MakeNegatives(makers),
+            *(ThresholdFilter(spec) for spec in recipe.filters),
+            *options.steps,
+            writer,
+        ]
         try:
-            return maker.make(items)
-        except Exception as err:  # noqa: BLE001 - one bad batch must not end a long run
-            if len(items) == 1:
-                unit = items[0][0]
-                detail = f"{type(err).__name__}: {err}"
-                return [], [
-                    Reject(
-                        pair_key(unit.key, maker.negative_type),
-                        unit.source,
-                        "engine_error",
-                        detail,
-                        negative_type=maker.negative_type,
-                    )
-                ]
-            half = len(items) // 2
-            left = self._make(maker, items[:half])
-            right = self._make(maker, items[half:])
-            return left[0] + right[0], left[1] + right[1]
+            run_steps(steps)
+        finally:
+            if engines is not None:
+                engines.close()
+        summary.units_seen = sample.stats["units"]
+        summary.pairs_written = writer.stats["pairs"]
+        summary.rejects = Counter({k: v for k, v in writer.stats.items() if k != "pairs"})
+        summary.steps = {step.name: dict(step.stats) for step in steps}
+        summary.elapsed_s = time.perf_counter() - started
+        store.write_summary(summary.to_dict())
+    return summary
+
+
+def _plan_record(summary: RunSummary, keys: list[str], store: ShardStore) -> dict:
+    """This run's pair keys and start, so ``bpo-data status`` counts progress exactly while it runs."""
+    return {
+        "shard": summary.shard,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "started_at": time.time(),
+        "pairs_planned": len(keys),
+        "already_done": summary.already_done,
+        "pair_lines_at_start": count_lines(store.files.pairs),
+        "pair_keys": keys,
+    }
+
+
+def generate(
+    recipe: Recipe,
+    out_dir: str | os.PathLike,
+    *,
+    shard: tuple[int, int] = (0, 1),
+    sources: list[str] | None = None,
+    paths: dict[str, SourcePaths] | None = None,
+    strict: bool = False,
+    steps: Sequence[Step] = (),
+    recipe_path: str = "",
+    progress: ProgressHook | None = None,
+) -> RunSummary:
+    """Make shard ``shard`` = (i, N) of ``recipe`` into ``out_dir``; call it again to resume.
+
+    ``paths`` gives sources' files on this machine by source name; ``steps`` adds filter steps
+    (``bpo_data.pipeline.Filter``) after the recipe's own.
+    """
+    options = GenerateOptions(
+        out_dir=Path(out_dir),
+        shard_index=shard[0],
+        num_shards=shard[1],
+        sources=sources,
+        paths=paths or {},
+        strict=strict,
+        recipe_path=recipe_path,
+        steps=steps,
+    )
+    return run_shard(recipe, options, progress)

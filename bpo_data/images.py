@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,7 +85,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def _decode(root: str | Path, rel: str, max_pixels: int) -> _Decoded:
+def _existing(root: str | Path, rel: str) -> Path:
     path = safe_image_path(root, rel)
     if not path.is_file():
         raise ImageError(
@@ -91,6 +93,12 @@ def _decode(root: str | Path, rel: str, max_pixels: int) -> _Decoded:
             f"{path}: image not found; check that --image-root ({root}) is the folder the "
             f"data's image paths are relative to and that '{rel}' was downloaded",
         )
+    return path
+
+
+@contextmanager
+def _opened(path: Path, max_pixels: int) -> Iterator[Image.Image]:
+    """The image with only its header read, its size checked; read errors become ImageError."""
     try:
         with Image.open(path) as image:
             width, height = image.size
@@ -100,17 +108,7 @@ def _decode(root: str | Path, rel: str, max_pixels: int) -> _Decoded:
                     f"{path}: {width}x{height} = {width * height:,} pixels exceeds images.max_pixels "
                     f"({max_pixels:,}); raise the limit in the recipe if the image is wanted",
                 )
-            image.load()
-            orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
-            upright = ImageOps.exif_transpose(image)
-            return _Decoded(
-                rgb=_to_rgb(upright),
-                path=path,
-                original_is_rgb=image.format in _EMBED_AS_IS
-                and image.mode == "RGB"
-                and "transparency" not in image.info
-                and orientation == 1,
-            )
+            yield image
     except Image.DecompressionBombError as err:
         raise ImageError(
             "image_too_large",
@@ -121,6 +119,38 @@ def _decode(root: str | Path, rel: str, max_pixels: int) -> _Decoded:
             "unreadable_image",
             f"{path}: not a readable image ({type(err).__name__}: {err}); re-download or remove the file",
         ) from err
+
+
+def check_image(root: str | Path, rel: str, max_pixels: int) -> None:
+    """Check an image from its header alone (exists, safe path, known format, size within the limit).
+
+    For units whose negative never looks at the image: a full decode would cost far more than
+    making the negative, and the export embeds the file's bytes anyway.
+    """
+    with _opened(_existing(root, rel), max_pixels):
+        pass
+
+
+def _decode(root: str | Path, rel: str, max_pixels: int) -> _Decoded:
+    path = _existing(root, rel)
+    with _opened(path, max_pixels) as image:
+        try:
+            image.load()
+        except (OSError, SyntaxError, ValueError, EOFError) as err:
+            raise ImageError(
+                "unreadable_image",
+                f"{path}: not a readable image ({type(err).__name__}: {err}); re-download or remove the file",
+            ) from err
+        orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+        upright = ImageOps.exif_transpose(image)
+        return _Decoded(
+            rgb=_to_rgb(upright),
+            path=path,
+            original_is_rgb=image.format in _EMBED_AS_IS
+            and image.mode == "RGB"
+            and "transparency" not in image.info
+            and orientation == 1,
+        )
 
 
 def load_image(root: str | Path, rel: str, max_pixels: int) -> Image.Image:

@@ -1,13 +1,17 @@
 """Run every shard of a recipe: on this machine, as Ray tasks, or as a Slurm job array.
 
-Each shard is the command ``bpo-data generate ... --out DIR --shard i/N`` in a process of its own,
-so a preempted or killed shard is simply a process that died: running the same command again
-resumes it per record (the shard store skips keys already written, by any shard count). Ray retries
-a failed shard task, Slurm requeues an array task, and the local executor retries in place.
+``launch`` writes the job once — the recipe with every setting applied, the sources' paths made
+absolute, the shard count — to ``OUT/launch/job-<id>.json``, and every shard runs
+``python -m bpo_data.launch JOB --shard i/N`` in a process of its own, which calls the Python API
+(``bpo_data.generate.generate``) with it. A preempted or killed shard is simply a process that
+died: running it again resumes it per record (the shard store skips keys already written, by any
+shard count). Ray retries a failed shard task, Slurm requeues an array task, and the local
+executor retries in place.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import shlex
@@ -15,15 +19,16 @@ import signal
 import socket
 import subprocess
 import sys
-import sysconfig
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bpo_data.smoke_model import SMOKE_MODEL_ID
+from bpo_data.generate import SourcePaths
+from bpo_data.recipe import Recipe
+from bpo_data.store import ShardFiles
 
 # Attempt headers in a shard's log carry this word and the launch id, so attempts can be counted.
 ATTEMPT = "bpo-data-attempt"
@@ -40,21 +45,37 @@ class ShardFailed(RuntimeError):
 
 @dataclass(frozen=True)
 class LaunchJob:
-    """What every shard runs: ``bpo-data generate`` with ``flags`` into ``out_dir``, as shard i of N."""
+    """What every shard runs: ``generate(recipe, out_dir, shard=(i, num_shards), ...)``."""
 
     out_dir: Path
     num_shards: int
-    flags: tuple[str, ...] = ()
+    recipe: dict
+    recipe_path: str = ""
+    sources: list[str] | None = None
+    paths: dict[str, dict[str, str | None]] = field(default_factory=dict)
+    strict: bool = False
+    launch_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
-    def fixed_args(self) -> list[str]:
-        """The generate arguments every shard shares (all but ``--shard``)."""
-        return ["generate", *self.flags, "--out", str(self.out_dir), "--no-progress"]
+    @property
+    def path(self) -> Path:
+        return self.out_dir / "launch" / f"job-{self.launch_id}.json"
 
-    def generate_args(self, index: int) -> list[str]:
-        return [*self.fixed_args(), "--shard", f"{index}/{self.num_shards}"]
+    def files(self, index: int) -> ShardFiles:
+        return ShardFiles(self.out_dir, index, self.num_shards)
 
-    def log_path(self, index: int) -> Path:
-        return self.out_dir / "logs" / f"shard-{index:05d}-of-{self.num_shards:05d}.log"
+    def save(self) -> Path:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        data = asdict(self) | {"out_dir": str(self.out_dir)}
+        self.path.write_text(json.dumps(data, indent=2), encoding="utf-8")
+        return self.path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> LaunchJob:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        return cls(**{**data, "out_dir": Path(data["out_dir"])})
+
+    def worker_command(self, shard: str) -> list[str]:
+        return [sys.executable, "-m", "bpo_data.launch", str(self.path), "--shard", shard]
 
 
 @dataclass
@@ -65,34 +86,79 @@ class ShardOutcome:
     error: str = ""
 
 
-# Generate options whose values may name a file or folder on this machine.
-PATH_OPTIONS = frozenset({"recipe", "data", "image_root", "model"})
-
-
-def _absolute_if_path(name: str, value: str) -> str:
-    """Workers may start in another folder, or on another node: pass paths that exist here absolute."""
-    if name not in PATH_OPTIONS or (name == "model" and value == SMOKE_MODEL_ID) or not Path(value).exists():
-        return value
-    return str(Path(value).resolve())
-
-
 def make_job(
-    out_dir: Path, num_shards: int, options: dict[str, str | None], strict: bool = False
+    recipe: Recipe,
+    out_dir: str | os.PathLike,
+    num_shards: int,
+    *,
+    recipe_path: str = "",
+    sources: list[str] | None = None,
+    paths: dict[str, SourcePaths] | None = None,
+    strict: bool = False,
 ) -> LaunchJob:
-    """A job from generate's options (``recipe``, ``source``, ``data``, ``image_root``, ``model``, …).
-
-    ``recipe``, ``data``, ``image_root`` and ``model`` values that exist here are made absolute;
-    names (a source of the recipe, a Hub model id, ``smoke``) are passed as given.
-    """
+    """A job for ``num_shards`` shards; paths that exist here are made absolute (workers start
+    elsewhere, on other nodes), names (a Hub model id, ``smoke``) are kept as given."""
     if num_shards < 1:
         raise LaunchError(f"--num-shards must be at least 1, got {num_shards}")
-    flags: list[str] = []
-    for name, value in options.items():
-        if value is not None:
-            flags += [f"--{name.replace('_', '-')}", _absolute_if_path(name, value)]
-    if strict:
-        flags.append("--strict")
-    return LaunchJob(out_dir=Path(out_dir).resolve(), num_shards=num_shards, flags=tuple(flags))
+    data = recipe.model_dump(mode="json")
+    if Path(recipe.model).exists():
+        data["model"] = str(Path(recipe.model).resolve())
+    for source in data["sources"]:
+        for name in ("data", "image_root"):
+            if source[name] and Path(source[name]).exists():
+                source[name] = str(Path(source[name]).resolve())
+    absolute = {
+        name: {k: str(Path(v).resolve()) if v else None for k, v in asdict(given).items()}
+        for name, given in (paths or {}).items()
+    }
+    return LaunchJob(
+        out_dir=Path(out_dir).resolve(),
+        num_shards=num_shards,
+        recipe=data,
+        recipe_path=str(Path(recipe_path).resolve())
+        if recipe_path and Path(recipe_path).exists()
+        else recipe_path,
+        sources=sources,
+        paths=absolute,
+        strict=strict,
+    )
+
+
+def run_worker(job: LaunchJob, shard: str) -> int:
+    """One shard of a saved job, in this process: what ``python -m bpo_data.launch`` runs.
+
+    Exit 0 when the shard is finished, 1 when it failed (so launch retries it), 2 when it can
+    never succeed as configured.
+    """
+    import warnings
+
+    from bpo_data.generate import generate
+    from bpo_data.store import ShardBusy, parse_shard_spec
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        recipe = Recipe.model_validate(job.recipe)
+    try:
+        index, total = parse_shard_spec(shard)
+        if total != job.num_shards:
+            raise ValueError(f"--shard {shard}: the job {job.path} has {job.num_shards} shards")
+        summary = generate(
+            recipe,
+            job.out_dir,
+            shard=(index, total),
+            sources=job.sources,
+            paths={name: SourcePaths(**given) for name, given in job.paths.items()},
+            strict=job.strict,
+            recipe_path=job.recipe_path,
+        )
+    except ShardBusy as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary.to_dict()))
+    return 0
 
 
 def _describe_exit(returncode: int) -> str:
@@ -109,12 +175,12 @@ def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(text.rstrip("\n").splitlines()[-lines:])
 
 
-def run_attempt(job: LaunchJob, index: int, launch_id: str, cuda_devices: str | None = None) -> str:
-    """Run shard ``index`` once as ``python -m bpo_data generate``, output appended to its log.
+def run_attempt(job: LaunchJob, index: int, cuda_devices: str | None = None) -> str:
+    """Run shard ``index`` once as ``python -m bpo_data.launch JOB``, output appended to its log.
 
     Returns the host it ran on; raises ``ShardFailed`` with the log's last lines when it fails.
     """
-    log = job.log_path(index)
+    log = job.files(index).log
     log.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     if cuda_devices is not None:
@@ -123,12 +189,12 @@ def run_attempt(job: LaunchJob, index: int, launch_id: str, cuda_devices: str | 
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     with open(log, "a", encoding="utf-8") as handle:
         handle.write(
-            f"=== {ATTEMPT} {launch_id} shard {index}/{job.num_shards} on {host} at {started} "
+            f"=== {ATTEMPT} {job.launch_id} shard {index}/{job.num_shards} on {host} at {started} "
             f"CUDA_VISIBLE_DEVICES={env.get('CUDA_VISIBLE_DEVICES', '(unset)')} ===\n"
         )
         handle.flush()
         result = subprocess.run(
-            [sys.executable, "-m", "bpo_data", *job.generate_args(index)],
+            job.worker_command(f"{index}/{job.num_shards}"),
             stdout=handle,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -142,18 +208,14 @@ def run_attempt(job: LaunchJob, index: int, launch_id: str, cuda_devices: str | 
     return host
 
 
-def count_attempts(job: LaunchJob, index: int, launch_id: str) -> int:
+def count_attempts(job: LaunchJob, index: int) -> int:
     """Attempts this launch made at a shard, read from the attempt headers in its log."""
-    marker = f"{ATTEMPT} {launch_id} "
+    marker = f"{ATTEMPT} {job.launch_id} "
     try:
-        with open(job.log_path(index), encoding="utf-8", errors="replace") as handle:
+        with open(job.files(index).log, encoding="utf-8", errors="replace") as handle:
             return sum(1 for line in handle if marker in line)
     except FileNotFoundError:
         return 0
-
-
-def new_launch_id() -> str:
-    return uuid.uuid4().hex[:12]
 
 
 # --- local -------------------------------------------------------------------------------------
@@ -188,7 +250,6 @@ def run_local(
     job: LaunchJob,
     slots: list[str | None],
     max_retries: int,
-    launch_id: str,
     report: Callable[[str], None] = print,
 ) -> list[ShardOutcome]:
     """Run the shards on this machine, one per slot at a time, each retried up to ``max_retries`` times."""
@@ -204,7 +265,7 @@ def run_local(
         try:
             for attempt in range(1, attempts + 1):
                 try:
-                    run_attempt(job, index, launch_id, slot)
+                    run_attempt(job, index, slot)
                 except ShardFailed as err:
                     error = str(err)
                     report(f"shard {index}/{job.num_shards} failed (attempt {attempt}/{attempts})")
@@ -226,7 +287,6 @@ def run_ray(
     job: LaunchJob,
     gpus_per_shard: int,
     max_retries: int,
-    launch_id: str,
     address: str | None = None,
     report: Callable[[str], None] = print,
 ) -> list[ShardOutcome]:
@@ -260,7 +320,7 @@ def run_ray(
                 max_retries=max_retries,
                 retry_exceptions=True,
                 name=f"bpo-data shard {index}/{job.num_shards}",
-            ).remote(job, index, launch_id): index
+            ).remote(job, index): index
             for index in range(job.num_shards)
         }
         outcomes: dict[int, ShardOutcome] = {}
@@ -272,12 +332,10 @@ def run_ray(
                 host = ray.get(ready[0])
             except RayError as err:
                 cause = err.cause if isinstance(err, RayTaskError) else err
-                outcomes[index] = ShardOutcome(
-                    index, False, count_attempts(job, index, launch_id), str(cause)
-                )
+                outcomes[index] = ShardOutcome(index, False, count_attempts(job, index), str(cause))
                 report(f"shard {index}/{job.num_shards} failed on every attempt")
                 continue
-            outcomes[index] = ShardOutcome(index, True, count_attempts(job, index, launch_id))
+            outcomes[index] = ShardOutcome(index, True, count_attempts(job, index))
             report(f"shard {index}/{job.num_shards} done on {host}")
         return [outcomes[i] for i in range(job.num_shards)]
     finally:
@@ -317,9 +375,9 @@ def slurm_script(job: LaunchJob, options: SlurmOptions) -> str:
         if "\n" in extra or not extra.startswith("--"):
             raise LaunchError(f"--sbatch-option {extra!r}: give one sbatch option per flag, e.g. --mem=64G")
     logs = job.out_dir / "logs"
-    scripts = sysconfig.get_path("scripts")
     n = job.num_shards
-    command = " ".join(shlex.quote(a) for a in ["bpo-data", *job.fixed_args()])
+    bin_dir = str(Path(sys.executable).parent)
+    command = " ".join(shlex.quote(a) for a in ["python", "-m", "bpo_data.launch", str(job.path)])
     lines = [
         "#!/bin/bash",
         f"# bpo-data: {n} shards as a Slurm job array; array task i runs shard i/{n}.",
@@ -341,8 +399,8 @@ def slurm_script(job: LaunchJob, options: SlurmOptions) -> str:
         *(f"#SBATCH {extra}" for extra in options.extra),
         "",
         "set -euo pipefail",
-        "# bpo-data must be on PATH here: sbatch passes on the submitting shell's environment by default;",
-        f"# otherwise activate its environment, e.g. export PATH={shlex.quote(scripts)}:$PATH",
+        "# `python` must import bpo_data here: sbatch passes on the submitting shell's environment by",
+        f"# default; otherwise activate its environment, e.g. export PATH={shlex.quote(bin_dir)}:$PATH",
         f'echo "shard ${{SLURM_ARRAY_TASK_ID}}/{n} on $(hostname), job ${{SLURM_ARRAY_JOB_ID}}"',
         f'exec {command} --shard "${{SLURM_ARRAY_TASK_ID}}/{n}"',
         "",
@@ -351,8 +409,9 @@ def slurm_script(job: LaunchJob, options: SlurmOptions) -> str:
 
 
 def write_slurm_script(job: LaunchJob, options: SlurmOptions, path: Path | None = None) -> Path:
-    """Write the script (default ``OUT/launch-slurm.sbatch``) and the log folder Slurm needs to exist."""
+    """Write the script (default ``OUT/launch-slurm.sbatch``), its job file and the log folder Slurm needs."""
     script = path or job.out_dir / "launch-slurm.sbatch"
+    job.save()
     text = slurm_script(job, options)
     (job.out_dir / "logs").mkdir(parents=True, exist_ok=True)
     script.parent.mkdir(parents=True, exist_ok=True)
@@ -375,3 +434,44 @@ def submit_slurm(script: Path) -> str:
             "fix the #SBATCH lines in the script and submit it with `sbatch`"
         )
     return result.stdout.strip()
+
+
+# --- the Python API ------------------------------------------------------------------------------
+
+
+def launch(
+    job: LaunchJob,
+    executor: str = "local",
+    *,
+    gpus_per_shard: int = 1,
+    max_retries: int = 2,
+    ray_address: str | None = None,
+    report: Callable[[str], None] = print,
+) -> list[ShardOutcome]:
+    """Run every shard of ``job`` (``make_job``) locally or on Ray and wait; rerun to resume."""
+    job.save()
+    if executor == "local":
+        return run_local(job, gpu_slots(visible_gpus(), gpus_per_shard), max_retries, report=report)
+    if executor == "ray":
+        return run_ray(job, gpus_per_shard, max_retries, ray_address, report=report)
+    raise LaunchError(f"executor {executor!r}: use 'local' or 'ray' (Slurm: write_slurm_script)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bpo_data.launch JOB --shard i/N``: one shard of a saved job (what every executor runs)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m bpo_data.launch", description=main.__doc__)
+    parser.add_argument("job", type=Path, help="a job file written by `bpo-data launch`")
+    parser.add_argument("--shard", required=True, help="i/N")
+    args = parser.parse_args(argv)
+    try:
+        job = LaunchJob.load(args.job)
+    except (OSError, ValueError, TypeError) as err:
+        print(f"error: cannot read the job file {args.job}: {err}; rerun `bpo-data launch`", file=sys.stderr)
+        return 2
+    return run_worker(job, args.shard)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

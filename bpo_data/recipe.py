@@ -1,23 +1,32 @@
-"""Recipes: what to sample from which source and how to make its negatives.
+"""Recipes: *what* a dataset is made of, apart from *how* one machine runs it.
 
 A recipe is a YAML file validated by pydantic, so a typo or a bad value names the field
 (``sources.0.quota: Input should be greater than or equal to 0``) instead of failing later.
-Every field has the paper's default; the CLI can override the paths.
+
+The top level says what is made — sources, quotas, seed, the MLLM, negative ratios, noise, the
+injector and its prompts, validation, filters — and is the only part a resume compares: a
+rerun into the same folder must make the same pairs. ``run:`` says how this machine makes them —
+engines, batch sizes, concurrency, device, vLLM settings — and may change between runs into one
+folder (hf today, vllm tomorrow; a smaller batch after an out-of-memory), because it does not
+change which pairs are made.
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
-PROMPTS_DIR = RECIPES_DIR / "prompts"
-
+from bpo_data import resources
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+
+# Pixels above this are refused before decoding (Pillow's bomb guard stops at 179M; a 64M-pixel RGB
+# image is ~190 MB decoded, which is as much as one shard should hold for a single unit).
+DEFAULT_MAX_PIXELS = 64_000_000
 
 
 class RecipeError(ValueError):
@@ -56,6 +65,12 @@ class SourceSpec(_Strict):
                 raise ValueError("negative-type ratios must be non-negative and sum to 1, or the word 'both'")
         return value
 
+    def negative_kinds(self) -> list[str]:
+        """The negative types this source can get (``both`` makes one pair of each)."""
+        if self.negatives == "both":
+            return ["weaken", "inject"]
+        return [kind for kind in ("weaken", "inject") if self.negatives.get(kind, 0.0) > 0]
+
 
 class NoiseSpec(_Strict):
     """DDPM forward noise on the image (DESIGN.md): step 0 = clean = the 'self-generated' ablation."""
@@ -65,23 +80,18 @@ class NoiseSpec(_Strict):
     space: Literal["pixel", "features"] = "pixel"
     steps_total: int = Field(1000, ge=1)
 
+    @model_validator(mode="after")
+    def _step_in_schedule(self):
+        if self.step >= self.steps_total:
+            raise ValueError(f"step {self.step} is outside a schedule of {self.steps_total} steps")
+        return self
+
 
 class WeakenSpec(_Strict):
-    engine: Literal["hf", "vllm"] = "hf"
+    """What the weakened model sees (noise) and how its answer is sampled."""
+
     noise: NoiseSpec = Field(default_factory=NoiseSpec)
     sampling: SamplingParams = Field(default_factory=SamplingParams)
-    batch_size: int = Field(16, ge=1)
-
-
-class VllmSpec(_Strict):
-    """The vLLM engine's ``LLM``: one per shard, shared by weakening and injection."""
-
-    gpu_memory_utilization: float = Field(
-        0.85, gt=0.0, le=1.0, description="below vLLM's 0.9: the HF vision tower shares the GPU"
-    )
-    tensor_parallel_size: int = Field(1, ge=1)
-    max_model_len: int | None = Field(4096, ge=1, description="LLaVA-1.5's context; null = the model's")
-    enforce_eager: bool = Field(False, description="skip CUDA graph capture: faster start, slower decode")
 
 
 class ValidationSpec(_Strict):
@@ -96,25 +106,134 @@ class ValidationSpec(_Strict):
 
 
 class InjectSpec(_Strict):
-    """How rejected answers are rewritten. ``model: null`` = the MLLM's own language model."""
+    """How rejected answers are rewritten with plausible errors.
 
-    engine: Literal["hf", "openai", "rules", "vllm"] = "hf"
+    ``injector: llm`` asks a language model through the prompt files — ``model: null`` is the MLLM's
+    own language model, text only, as in the paper; another model is reached through an
+    OpenAI-compatible server (``run.inject.engine: openai``). ``injector: rules`` needs no model.
+    """
+
+    injector: Literal["llm", "rules"] = "llm"
     model: str | None = None
-    base_url: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"
     prompts: dict[Literal["description", "qa"], str] = Field(
         default_factory=lambda: {"description": "description", "qa": "qa"}
     )
     sampling: SamplingParams | None = None
     validation: ValidationSpec = Field(default_factory=ValidationSpec)
+
+
+class ImageSpec(_Strict):
+    max_pixels: int = Field(
+        DEFAULT_MAX_PIXELS, ge=1, description="larger images are rejected as image_too_large"
+    )
+
+
+class FilterSpec(_Strict):
+    """A filter step after the negatives are made: a pair that misses a threshold becomes a reject.
+
+    Each filter holds one or more thresholds on what is measured of a pair; ``negative_type``
+    limits it to one kind of pair. The reject's reason names the threshold (``filter:max_text_overlap``).
+    """
+
+    negative_type: Literal["weaken", "inject"] | None = None
+    min_rejected_words: int | None = Field(None, ge=0, description="words in the rejected answer")
+    max_rejected_words: int | None = Field(None, ge=1)
+    max_text_overlap: float | None = Field(
+        None, ge=0.0, le=1.0, description="word-sequence similarity of chosen and rejected (1 = same)"
+    )
+
+    @model_validator(mode="after")
+    def _has_a_threshold(self):
+        if not self.thresholds():
+            names = [n for n in type(self).model_fields if n != "negative_type"]
+            raise ValueError(f"a filter needs at least one threshold: {', '.join(names)}")
+        return self
+
+    def thresholds(self) -> dict[str, float]:
+        return {
+            name: value
+            for name, value in self.model_dump(exclude={"negative_type"}).items()
+            if value is not None
+        }
+
+
+class WeakenRun(_Strict):
+    engine: Literal["hf", "vllm"] = "hf"
+    batch_size: int = Field(16, ge=1, description="left-padded batches per generate call")
+
+
+class InjectRun(_Strict):
+    engine: Literal["hf", "vllm", "openai"] = "hf"
+    base_url: str | None = Field(None, description="the OpenAI-compatible server (engine openai)")
+    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the key")
     batch_size: int = Field(16, ge=1)
-    concurrency: int = Field(8, ge=1)
+    concurrency: int = Field(8, ge=1, description="requests in flight (engine openai)")
     max_retries: int = Field(5, ge=0)
     timeout_s: float = Field(120.0, gt=0)
 
 
-class ImageSpec(_Strict):
-    max_pixels: int = Field(64_000_000, ge=1, description="larger images are rejected as image_too_large")
+class VllmSpec(_Strict):
+    """The vLLM engine's ``LLM``: one per shard, shared by weakening and injection."""
+
+    gpu_memory_utilization: float = Field(
+        0.85, gt=0.0, le=1.0, description="below vLLM's 0.9: the HF vision tower shares the GPU"
+    )
+    tensor_parallel_size: int = Field(1, ge=1)
+    max_model_len: int | None = Field(4096, ge=1, description="LLaVA-1.5's context; null = the model's")
+    enforce_eager: bool = Field(False, description="skip CUDA graph capture: faster start, slower decode")
+
+
+class RunSettings(_Strict):
+    """How this machine runs the recipe; free to change between runs into one folder."""
+
+    device: str = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    weaken: WeakenRun = Field(default_factory=WeakenRun)
+    inject: InjectRun = Field(default_factory=InjectRun)
+    vllm: VllmSpec = Field(default_factory=VllmSpec)
+
+
+# Fields that sat beside the "what" before run settings had a section of their own:
+# (old location, new location) — read with a warning for one release.
+_MOVED = (
+    (("device",), ("run", "device")),
+    (("dtype",), ("run", "dtype")),
+    (("vllm",), ("run", "vllm")),
+    (("weaken", "engine"), ("run", "weaken", "engine")),
+    (("weaken", "batch_size"), ("run", "weaken", "batch_size")),
+    (("inject", "base_url"), ("run", "inject", "base_url")),
+    (("inject", "api_key_env"), ("run", "inject", "api_key_env")),
+    (("inject", "batch_size"), ("run", "inject", "batch_size")),
+    (("inject", "concurrency"), ("run", "inject", "concurrency")),
+    (("inject", "max_retries"), ("run", "inject", "max_retries")),
+    (("inject", "timeout_s"), ("run", "inject", "timeout_s")),
+)
+
+
+def _migrate(raw: dict[str, Any]) -> list[str]:
+    """Move old-layout fields into ``run`` in place; returns what moved, for the warning."""
+    moved = []
+    inject = raw.get("inject")
+    if isinstance(inject, dict) and "engine" in inject:
+        engine = inject.pop("engine")
+        if engine == "rules":
+            inject.setdefault("injector", "rules")
+            moved.append("inject.engine: rules → inject.injector: rules")
+        else:
+            raw.setdefault("run", {}).setdefault("inject", {})["engine"] = engine
+            moved.append("inject.engine → run.inject.engine")
+    for old, new in _MOVED:
+        parent = raw
+        for part in old[:-1]:
+            parent = parent.get(part) if isinstance(parent, dict) else None
+        if not isinstance(parent, dict) or old[-1] not in parent:
+            continue
+        target = raw
+        for part in new[:-1]:
+            target = target.setdefault(part, {})
+        target[new[-1]] = parent.pop(old[-1])
+        moved.append(f"{'.'.join(old)} → {'.'.join(new)}")
+    return moved
 
 
 class Recipe(_Strict):
@@ -122,13 +241,28 @@ class Recipe(_Strict):
     version: str = "0.1.0"
     seed: int = 0
     model: str = "llava-hf/llava-1.5-7b-hf"
-    device: str = "auto"
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     sources: list[SourceSpec]
     weaken: WeakenSpec = Field(default_factory=WeakenSpec)
     inject: InjectSpec = Field(default_factory=InjectSpec)
-    vllm: VllmSpec = Field(default_factory=VllmSpec)
     images: ImageSpec = Field(default_factory=ImageSpec)
+    filters: list[FilterSpec] = Field(default_factory=list)
+    run: RunSettings = Field(default_factory=RunSettings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_layout(cls, raw: Any) -> Any:
+        if isinstance(raw, dict):
+            raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+            moved = _migrate(raw)
+            if moved:
+                warnings.warn(
+                    "recipe fields moved under 'run:' (how a machine runs it, not compared on resume): "
+                    + "; ".join(moved)
+                    + ". The old spelling is read for one more release; update the recipe.",
+                    FutureWarning,
+                    stacklevel=2,
+                )
+        return raw
 
     @field_validator("sources")
     @classmethod
@@ -140,6 +274,22 @@ class Recipe(_Strict):
             raise ValueError("a recipe needs at least one source")
         return value
 
+    @model_validator(mode="after")
+    def _injector_reaches_its_model(self):
+        engine = self.run.inject.engine
+        if self.inject.injector == "llm" and engine in ("hf", "vllm") and self.inject.model:
+            if self.inject.model != self.model:
+                raise ValueError(
+                    f"inject.model {self.inject.model!r} with run.inject.engine {engine!r}: these engines "
+                    "rewrite with the MLLM's own language model (as in the paper); to rewrite with another "
+                    "model, serve it (vLLM, transformers serve) and set run.inject.engine to 'openai'"
+                )
+        if self.inject.injector == "llm" and engine == "openai" and not self.inject.model:
+            raise ValueError(
+                "run.inject.engine 'openai' needs inject.model (or --inject-model): the served model's name"
+            )
+        return self
+
     def source(self, name: str) -> SourceSpec:
         for spec in self.sources:
             if spec.name == name:
@@ -148,18 +298,62 @@ class Recipe(_Strict):
             f"recipe {self.name!r} has no source {name!r}; it has {[s.name for s in self.sources]}"
         )
 
+    def what(self) -> dict[str, Any]:
+        """The part that decides which pairs are made: what a resume must find unchanged.
+
+        Data paths are left out (another machine mounts them elsewhere); the manifest checks the
+        data files themselves by content.
+        """
+        data = self.model_dump(mode="json", exclude={"run"})
+        for source in data["sources"]:
+            source.pop("data", None)
+            source.pop("image_root", None)
+        return data
+
+    def negative_kinds(self, sources: list[str] | None = None) -> set[str]:
+        """The negative types the selected sources need (all sources when ``sources`` is None)."""
+        return {
+            kind
+            for spec in self.sources
+            if sources is None or spec.name in sources
+            for kind in spec.negative_kinds()
+        }
+
+
+def differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted paths where two recipe dumps differ (``weaken.noise.step``), for messages a person reads."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new), key=str):
+            out += differences(old.get(key), new.get(key), f"{prefix}{key}.")
+        return out
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return [d for i, (a, b) in enumerate(zip(old, new)) for d in differences(a, b, f"{prefix}{i}.")]
+    return [] if old == new else [prefix.rstrip(".") or "(top level)"]
+
+
+def error_lines(err: ValidationError, names: dict[str, str] | None = None) -> list[str]:
+    """One line per pydantic error, located by field path — or by the CLI flag that set it."""
+    lines = []
+    for error in err.errors():
+        where = ".".join(str(p) for p in error["loc"]) or "(top level)"
+        shown = next((flag for path, flag in (names or {}).items() if where.startswith(path)), where)
+        lines.append(f"{shown}: {error['msg']}")
+    return lines
+
 
 def resolve_recipe_path(path_or_name: str) -> Path:
-    """Accept a path, or the bare name of a recipe shipped in ``recipes/`` (``demo`` → recipes/demo.yaml)."""
+    """A path, or the bare name of a recipe shipped with the package (``demo`` → recipes/demo.yaml)."""
     path = Path(path_or_name)
+    if path.is_dir():
+        raise RecipeError(f"--recipe {path_or_name!r} is a folder; give a recipe YAML file or a shipped name")
     if path.exists():
         return path
-    shipped = RECIPES_DIR / f"{path_or_name}.yaml"
-    if shipped.exists():
+    shipped = resources.recipe_file(path_or_name)
+    if shipped is not None:
         return shipped
     raise RecipeError(
-        f"recipe {path_or_name!r} not found: give a YAML path or one of "
-        f"{sorted(p.stem for p in RECIPES_DIR.glob('*.yaml'))}"
+        f"recipe {path_or_name!r} not found: give a YAML path or one of {resources.recipe_names()}"
     )
 
 
@@ -167,6 +361,8 @@ def load_yaml_model(path: Path, model: type[ModelT], what: str, error: type[Reci
     """Read a YAML mapping into a pydantic model; every problem names the file and the bad field."""
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as err:
+        raise error(f"{path}: cannot read {what} ({err})") from err
     except yaml.YAMLError as err:
         raise error(f"{path}: not valid YAML: {err}") from err
     if not isinstance(raw, dict):
@@ -175,9 +371,50 @@ def load_yaml_model(path: Path, model: type[ModelT], what: str, error: type[Reci
     try:
         return model.model_validate(raw)
     except ValidationError as err:
-        lines = [f"  {'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in err.errors()]
-        raise error(f"{path}: invalid {what.removeprefix('a ')}\n" + "\n".join(lines)) from err
+        lines = "\n".join(f"  {line}" for line in error_lines(err))
+        raise error(f"{path}: invalid {what.removeprefix('a ')}\n{lines}") from err
 
 
 def load_recipe(path_or_name: str) -> Recipe:
     return load_yaml_model(resolve_recipe_path(path_or_name), Recipe, "a recipe", RecipeError)
+
+
+# The flags of `bpo-data generate` / `launch` that set recipe fields, and where each one goes.
+# Errors in a value name the flag, not the field path.
+SETTING_FLAGS: dict[str, tuple[str, ...]] = {
+    "model": ("model",),
+    "injector": ("inject", "injector"),
+    "inject_model": ("inject", "model"),
+    "weaken_engine": ("run", "weaken", "engine"),
+    "inject_engine": ("run", "inject", "engine"),
+    "base_url": ("run", "inject", "base_url"),
+    "device": ("run", "device"),
+    "weaken_batch_size": ("run", "weaken", "batch_size"),
+    "inject_batch_size": ("run", "inject", "batch_size"),
+    "concurrency": ("run", "inject", "concurrency"),
+}
+
+
+def with_settings(recipe: Recipe, **settings: Any) -> Recipe:
+    """The recipe with flag values applied (None = keep the recipe's); a bad value names its flag."""
+    unknown = sorted(set(settings) - set(SETTING_FLAGS))
+    if unknown:
+        raise RecipeError(f"unknown settings {unknown}; known: {sorted(SETTING_FLAGS)}")
+    raw = recipe.model_dump()
+    for name, value in settings.items():
+        if value is None:
+            continue
+        *parents, leaf = SETTING_FLAGS[name]
+        target = raw
+        for part in parents:
+            target = target[part]
+        target[leaf] = value
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as err:
+        flags = {
+            ".".join(path): f"--{name.replace('_', '-')}"
+            for name, path in SETTING_FLAGS.items()
+            if settings.get(name) is not None
+        }
+        raise RecipeError("; ".join(error_lines(err, flags))) from err

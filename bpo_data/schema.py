@@ -1,7 +1,9 @@
-"""The records that cross module boundaries: a unit of work, a finished pair, a reject.
+"""The records that cross module boundaries, and the published dataset's columns.
 
-Everything here is plain data (JSON-serialisable through ``to_dict``) so that shards can be
-written, read back and merged by key without knowing which engine produced them.
+A unit of work, a finished pair and a reject are plain data (JSON-serialisable through
+``to_dict``) so that shards can be written, read back and merged by key without knowing which
+engine produced them. ``features()`` is the published schema (DESIGN.md) and ``ERROR_TYPES`` the
+one vocabulary of the ``error_types`` column.
 """
 
 from __future__ import annotations
@@ -10,7 +12,18 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 NegativeType = Literal["weaken", "inject"]
-Role = Literal["user", "assistant"]
+NEGATIVE_TYPES: tuple[NegativeType, ...] = ("weaken", "inject")
+
+# What an injected rejected answer got wrong, as *applied* (not as asked for): the rules injector
+# records the edits it made, an LLM rewrite is read off the difference to the ground truth.
+ERROR_TYPES: dict[str, str] = {
+    "object": "an object added, removed or replaced by another",
+    "attribute": "a colour, size, shape, material or other property changed",
+    "count": "how many of something there are changed",
+    "position": "where something is, or how things are placed relative to each other, changed",
+    "text_number": "text or a number written in the image (a sign, a price, a time) changed",
+    "other": "a change none of the types above describes",
+}
 
 
 @dataclass(frozen=True)
@@ -69,7 +82,6 @@ class Pair:
     noise_step: int | None = None
     noise_space: str | None = None
     error_types: list[str] = field(default_factory=list)
-    meta: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -85,7 +97,6 @@ class Pair:
         noise_step: int | None = None,
         noise_space: str | None = None,
         error_types: list[str] | None = None,
-        meta: dict[str, Any] | None = None,
     ) -> Pair:
         return cls(
             key=pair_key(unit.key, negative_type),
@@ -103,7 +114,6 @@ class Pair:
             noise_step=noise_step,
             noise_space=noise_space,
             error_types=list(error_types or []),
-            meta=dict(meta or {}),
         )
 
 
@@ -134,3 +144,31 @@ def pair_key(unit_key: str, negative_type: str) -> str:
 def unit_key_of(key: str) -> str:
     """The unit a pair key belongs to (the inverse of ``pair_key``; a record id may contain ``#``)."""
     return key.rsplit("#", 1)[0]
+
+
+def features():
+    """The published columns (DESIGN.md): TRL's first, then provenance.
+
+    A function, not a constant, so that importing the schema does not import ``datasets``.
+    """
+    from datasets import Features, Image, Value
+
+    messages = [{"role": Value("string"), "content": Value("string")}]
+    return Features(
+        {
+            "images": [Image()],
+            "prompt": messages,
+            "chosen": messages,
+            "rejected": messages,
+            "id": Value("string"),
+            "source": Value("string"),
+            "negative_type": Value("string"),
+            "generator": Value("string"),
+            "noise_step": Value("int32"),
+            "noise_space": Value("string"),
+            "error_types": [Value("string")],
+            "image_path": Value("string"),
+            "question": Value("string"),
+            "turn": Value("int32"),
+        }
+    )

@@ -9,16 +9,14 @@ exactly which planned pairs are done, whoever wrote them.
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bpo_data.store import RETRYABLE_REASONS, iter_jsonl, lock_is_held, plan_name, shard_name
-
-_SHARD_FILE = re.compile(r"^\.?(pairs|rejects|summary|plan|lock|pid)-(\d+)-of-(\d+)(?:\.jsonl|\.json)?$")
+from bpo_data.jsonl import iter_jsonl
+from bpo_data.store import RETRYABLE_REASONS, ShardFiles, lock_is_held
 
 
 @dataclass
@@ -90,16 +88,6 @@ def _read_pid(path: Path) -> int | None:
         return None
 
 
-def shard_ids(out_dir: Path) -> list[tuple[int, int]]:
-    """Every (index, num_shards) with a file in ``out_dir``, whatever the shard counts."""
-    found = {(int(m[2]), int(m[3])) for p in out_dir.iterdir() if (m := _SHARD_FILE.match(p.name))}
-    return sorted(found, key=lambda ids: (ids[1], ids[0]))
-
-
-def _stem(index: int, num_shards: int) -> str:
-    return f"{index:05d}-of-{num_shards:05d}"
-
-
 @dataclass
 class _Written:
     """What one shard's files hold, from a single pass over each: status parses every line once."""
@@ -109,17 +97,15 @@ class _Written:
     done: set[str] = field(default_factory=set)  # pair keys, and reject keys that are final
 
 
-def _read_written(out_dir: Path, index: int, num_shards: int) -> _Written:
+def _read_written(files: ShardFiles) -> _Written:
     written = _Written()
-    pairs_path = out_dir / shard_name("pairs", index, num_shards)
-    if pairs_path.exists():
-        for record in iter_jsonl(pairs_path):
+    if files.pairs.exists():
+        for record in iter_jsonl(files.pairs):
             written.pairs += 1
             if "key" in record:
                 written.done.add(record["key"])
-    rejects_path = out_dir / shard_name("rejects", index, num_shards)
-    if rejects_path.exists():
-        for record in iter_jsonl(rejects_path):
+    if files.rejects.exists():
+        for record in iter_jsonl(files.rejects):
             reason = record.get("reason", "unknown")
             written.rejects[reason] += 1
             if "key" in record and reason not in RETRYABLE_REASONS:
@@ -144,21 +130,14 @@ def _pairs_per_s(
     return (pairs - plan["pair_lines_at_start"]) / elapsed if elapsed > 0 else 0.0
 
 
-def _shard_status(
-    out_dir: Path, index: int, num_shards: int, plan: dict | None, written: _Written, done_set: set[str]
-) -> ShardStatus:
-    stem = _stem(index, num_shards)
-    pairs_path = out_dir / shard_name("pairs", index, num_shards)
-    rejects_path = out_dir / shard_name("rejects", index, num_shards)
-    summary_path = out_dir / f"summary-{stem}.json"
-    summary = _read_json(summary_path)
+def _shard_status(files: ShardFiles, plan: dict | None, written: _Written, done_set: set[str]) -> ShardStatus:
+    summary = _read_json(files.summary)
     pairs, rejects = written.pairs, written.rejects
-    writes = [t for t in (_mtime(pairs_path), _mtime(rejects_path)) if t is not None]
+    writes = [t for t in (_mtime(files.pairs), _mtime(files.rejects)) if t is not None]
     last_write = max(writes) if writes else None
-    pid_path = out_dir / f".pid-{stem}"
-    pid = _read_pid(pid_path)
+    pid = _read_pid(files.pid)
     # A clean exit removes the pid file, so only a live or killed holder needs the lock probe.
-    live = pid is not None and lock_is_held(out_dir / f".lock-{stem}")
+    live = pid is not None and lock_is_held(files.lock)
 
     if plan is not None:
         planned: int | None = len(plan["pair_keys"])
@@ -168,7 +147,7 @@ def _shard_status(
         final = sum(n for reason, n in rejects.items() if reason not in RETRYABLE_REASONS)
         done = pairs + final
 
-    rate = _pairs_per_s(plan, summary, _mtime(summary_path), pairs, live, last_write)
+    rate = _pairs_per_s(plan, summary, _mtime(files.summary), pairs, live, last_write)
     if live:
         state = "running"
     elif planned is not None and done >= planned:
@@ -176,8 +155,8 @@ def _shard_status(
     else:
         state = "incomplete"
     return ShardStatus(
-        index=index,
-        num_shards=num_shards,
+        index=files.index,
+        num_shards=files.num_shards,
         state=state,
         done=done,
         planned=planned,
@@ -196,19 +175,16 @@ def folder_status(out_dir: str | Path) -> FolderStatus:
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
         raise FileNotFoundError(f"{out_dir} is not a folder; give the --out folder of `bpo-data generate`")
-    found = shard_ids(out_dir)
+    found = ShardFiles.found(out_dir)
     if not found:
         raise FileNotFoundError(
             f"{out_dir} holds no shard files (pairs-i-of-N.jsonl); has `bpo-data generate` or "
             "`bpo-data launch` written there yet?"
         )
-    written = {ids: _read_written(out_dir, *ids) for ids in found}
+    written = {files: _read_written(files) for files in found}
     done_set: set[str] = set().union(*(w.done for w in written.values()))
-    plans = {ids: _read_json(out_dir / plan_name(*ids)) for ids in found}
-    shards = [
-        _shard_status(out_dir, index, total, plans[index, total], written[index, total], done_set)
-        for index, total in found
-    ]
+    plans = {files: _read_json(files.plan) for files in found}
+    shards = [_shard_status(files, plans[files], written[files], done_set) for files in found]
     planned_keys = {key for plan in plans.values() if plan is not None for key in plan["pair_keys"]}
     if planned_keys:
         return FolderStatus(str(out_dir), shards, len(done_set & planned_keys), len(planned_keys))

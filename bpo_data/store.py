@@ -5,13 +5,18 @@ Each shard ``i/N`` appends finished pairs to ``pairs-i-of-N.jsonl`` and failures
 written by *every* shard file in the directory (so a rerun with another shard count skips them
 too), cuts a torn last line off its own files, and takes an exclusive lock so a second process
 cannot write the same shard at the same time.
+
+``ShardFiles`` is the one place that names a shard's files; the store, ``bpo-data status`` and
+``launch`` all go through it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from filelock import FileLock, Timeout
@@ -22,13 +27,66 @@ from bpo_data.schema import Pair, Reject
 # Rejects with these reasons are retried by a rerun: the unit may well succeed next time.
 RETRYABLE_REASONS = frozenset({"engine_error"})
 
+_FILE = re.compile(r"^\.?(pairs|rejects|summary|plan|lock|pid)-(\d+)-of-(\d+)(?:\.jsonl|\.json)?$")
+
 
 class ShardBusy(RuntimeError):
     """Another live process holds the shard's lock."""
 
 
-def shard_name(kind: str, index: int, num_shards: int) -> str:
-    return f"{kind}-{index:05d}-of-{num_shards:05d}.jsonl"
+@dataclass(frozen=True)
+class ShardFiles:
+    """The files of shard ``index``/``num_shards`` in ``out_dir``."""
+
+    out_dir: Path
+    index: int
+    num_shards: int
+
+    @property
+    def stem(self) -> str:
+        return f"{self.index:05d}-of-{self.num_shards:05d}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.index}/{self.num_shards}"
+
+    @property
+    def pairs(self) -> Path:
+        return self.out_dir / f"pairs-{self.stem}.jsonl"
+
+    @property
+    def rejects(self) -> Path:
+        return self.out_dir / f"rejects-{self.stem}.jsonl"
+
+    @property
+    def plan(self) -> Path:
+        """What the last run set out to make (its pair keys), written when it starts."""
+        return self.out_dir / f"plan-{self.stem}.json"
+
+    @property
+    def summary(self) -> Path:
+        """The last run's summary, written when it ends."""
+        return self.out_dir / f"summary-{self.stem}.json"
+
+    @property
+    def lock(self) -> Path:
+        return self.out_dir / f".lock-{self.stem}"
+
+    @property
+    def pid(self) -> Path:
+        return self.out_dir / f".pid-{self.stem}"
+
+    @property
+    def log(self) -> Path:
+        """Where ``launch`` appends the shard's output."""
+        return self.out_dir / "logs" / f"shard-{self.stem}.log"
+
+    @classmethod
+    def found(cls, out_dir: str | os.PathLike) -> list[ShardFiles]:
+        """Every shard with a file in ``out_dir``, whatever the shard counts, ordered by (N, i)."""
+        out_dir = Path(out_dir)
+        ids = {(int(m[2]), int(m[3])) for p in out_dir.iterdir() if (m := _FILE.match(p.name))}
+        return [cls(out_dir, index, total) for index, total in sorted(ids, key=lambda i: (i[1], i[0]))]
 
 
 def parse_shard_spec(text: str) -> tuple[int, int]:
@@ -47,68 +105,67 @@ class ShardStore:
     """Owns one shard's files for the life of a run (use as a context manager)."""
 
     def __init__(self, out_dir: str | os.PathLike, index: int, num_shards: int):
-        self.out_dir = Path(out_dir)
-        self.index = index
-        self.num_shards = num_shards
-        self.pairs_path = self.out_dir / shard_name("pairs", index, num_shards)
-        self.rejects_path = self.out_dir / shard_name("rejects", index, num_shards)
-        self.lock_path = self.out_dir / f".lock-{index:05d}-of-{num_shards:05d}"
-        self.pid_path = self.out_dir / f".pid-{index:05d}-of-{num_shards:05d}"
-        self._lock = FileLock(self.lock_path)
+        self.files = ShardFiles(Path(out_dir), index, num_shards)
+        self._lock = FileLock(self.files.lock)
         self._pairs = None
         self._rejects = None
         self.torn_bytes = 0
 
     def __enter__(self) -> ShardStore:
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        files = self.files
+        files.out_dir.mkdir(parents=True, exist_ok=True)
         try:
             self._lock.acquire(timeout=0)
         except Timeout:
-            holder = self.pid_path.read_text().strip() if self.pid_path.exists() else "unknown"
+            holder = files.pid.read_text().strip() if files.pid.exists() else "unknown"
             raise ShardBusy(
-                f"shard {self.index}/{self.num_shards} in {self.out_dir} is being written by another "
+                f"shard {files.label} in {files.out_dir} is being written by another "
                 f"process (pid {holder}); wait for it to finish or stop it before rerunning"
             ) from None
-        self.pid_path.write_text(str(os.getpid()))
-        self.torn_bytes = repair_tail(self.pairs_path) + repair_tail(self.rejects_path)
-        self._pairs = open(self.pairs_path, "ab")
-        self._rejects = open(self.rejects_path, "ab")
+        try:
+            files.pid.write_text(str(os.getpid()))
+            self.torn_bytes = repair_tail(files.pairs) + repair_tail(files.rejects)
+            self._pairs = open(files.pairs, "ab")
+            self._rejects = open(files.rejects, "ab")
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc) -> None:
         for handle in (self._pairs, self._rejects):
             if handle is not None:
                 handle.close()
-        self.pid_path.unlink(missing_ok=True)
+        self.files.pid.unlink(missing_ok=True)
         self._lock.release()
 
     def done_keys(self) -> set[str]:
         """Keys written by any shard of this directory (pairs, and rejects that are final)."""
-        return done_keys(self.out_dir)
+        return done_keys(self.files.out_dir)
 
     def write_summary(self, summary: dict) -> None:
-        """The last run's summary of this shard, for people and for status tools."""
-        _write_json(self.out_dir / f"summary-{self.index:05d}-of-{self.num_shards:05d}.json", summary)
+        _write_json(self.files.summary, summary)
 
     def write_plan(self, plan: dict) -> None:
-        """What this run is about to make (its pair keys), so ``bpo-data status`` can count progress live."""
-        _write_json(self.out_dir / plan_name(self.index, self.num_shards), plan)
+        _write_json(self.files.plan, plan)
 
-    def write(self, pairs: Iterable[Pair], rejects: Iterable[Reject]) -> None:
-        """Append one batch durably: a crash after this returns loses nothing of it."""
+    def write(self, pairs: Iterable[Pair], rejects: Iterable[Reject], sync: bool = True) -> None:
+        """Append records and hand them to the OS, so a killed process loses none of them.
+
+        ``sync`` also forces them to disk (fsync), so a machine that loses power or is preempted
+        loses none either; callers writing one record at a time sync every group instead.
+        """
         for handle, records in ((self._pairs, pairs), (self._rejects, rejects)):
             lines = b"".join(json.dumps(r.to_dict(), ensure_ascii=False).encode() + b"\n" for r in records)
             if lines:
                 handle.write(lines)
                 handle.flush()
-                os.fsync(handle.fileno())
+        if sync:
+            self.sync()
 
-
-# Helpers shared with `bpo-data status`, which reads a directory without owning any shard.
-
-
-def plan_name(index: int, num_shards: int) -> str:
-    return f"plan-{index:05d}-of-{num_shards:05d}.json"
+    def sync(self) -> None:
+        for handle in (self._pairs, self._rejects):
+            os.fsync(handle.fileno())
 
 
 def done_keys(out_dir: str | os.PathLike) -> set[str]:

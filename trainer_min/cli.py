@@ -1,20 +1,17 @@
 """`bpo-train`: LoRA DPO and the SFT baseline on LLaVA-1.5, merging, and the paper's Figure 7.
 
-The flags of `dpo` and `sft` are generated from :class:`TrainConfig` (one flag per field; `--help`
-shows each default and its source), so the CLI, the Python API and `training_config.json` cannot drift
-apart. `--config FILE.yaml` sets flags from a file whose keys are the flags; flags given on the
-command line win. The benchmark commands live in `trainer_min.eval` and are registered here as
-`bpo-train eval` and `bpo-train report`.
+`dpo` and `sft` hand their arguments, untouched, to ``trainer_min.dpo.main`` / ``trainer_min.sft.main``,
+which parse them with TRL's own parser (every TrainingArguments field is a flag; ``--config FILE.yaml``), so
+``bpo-train dpo ARGS`` and ``python -m trainer_min.dpo ARGS`` are the same command. The benchmark commands
+live in ``trainer_min.eval`` and are registered here as `bpo-train eval` and `bpo-train report`. Nothing
+imports this module.
 """
 
-import inspect
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from trainer_min.config import TrainConfig, defaults, field_types, fields_for, read_yaml_settings, source_of
-from trainer_min.data import DataError
 from trainer_min.eval.cli import eval_command, report_command
 
 app = typer.Typer(
@@ -23,89 +20,24 @@ app = typer.Typer(
     add_completion=False,
 )
 
-
-def _config_file_callback(objective: str):
-    """Make the YAML file's settings the defaults of the other flags (click's default_map)."""
-
-    def load(ctx: typer.Context, path: Path | None) -> Path | None:
-        if path is not None:
-            try:
-                settings = read_yaml_settings(path, objective)
-            except ValueError as err:
-                raise typer.BadParameter(str(err)) from err
-            ctx.default_map = {**(ctx.default_map or {}), **settings}
-        return path
-
-    return load
+# The training commands take every argument as is (their --help is TRL's parser's, not click's).
+PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
 
 
-def _train_command(objective: str):
-    """A command whose keyword parameters are TrainConfig's fields for ``objective``."""
-    types = field_types()
-    field_defaults = defaults(objective)
-    parameters = [
-        inspect.Parameter(
-            "config",
-            inspect.Parameter.KEYWORD_ONLY,
-            default=None,
-            annotation=Annotated[
-                Path | None,
-                typer.Option(
-                    "--config",
-                    help="YAML file whose keys are these flags (e.g. trainer_min/configs/bpo_dpo.yaml).",
-                    is_eager=True,
-                    exists=True,
-                    dir_okay=False,
-                    callback=_config_file_callback(objective),
-                ),
-            ],
-        )
-    ]
-    for field in fields_for(objective):
-        source = source_of(objective, field.name)
-        option = typer.Option(help=field.metadata["help"] + (f" Source: {source}." if source else ""))
-        parameters.append(
-            inspect.Parameter(
-                field.name,
-                inspect.Parameter.KEYWORD_ONLY,
-                default=field_defaults.get(field.name, inspect.Parameter.empty),
-                annotation=Annotated[types[field.name], option],
-            )
-        )
+@app.command("dpo", context_settings=PASS_THROUGH, add_help_option=False)
+def dpo(ctx: typer.Context) -> None:
+    """LoRA DPO (BPO) with stock TRL; the paper's settings by default. `--help` lists every flag."""
+    from trainer_min.dpo import main
 
-    def command(**values: Any) -> None:
-        values.pop("config")
-        try:
-            cfg = TrainConfig.for_objective(objective, **values)
-        except ValueError as err:
-            raise typer.BadParameter(str(err)) from err
-        if objective == "dpo":
-            from trainer_min.dpo import train_dpo as train
-        else:
-            from trainer_min.sft import train_sft as train
-        try:
-            trainer = train(cfg)
-        except (DataError, FileExistsError, FileNotFoundError) as err:
-            typer.echo(f"error: {err}", err=True)
-            raise typer.Exit(2) from err
-        if trainer.is_world_process_zero():
-            out = cfg.output_dir
-            typer.echo(f"trained {trainer.state.global_step} steps; the run is in {out}")
-            typer.echo(f"figure 7:  bpo-train plot {out} --to {out}/figure7.png")
-            typer.echo(f"merge:     bpo-train merge --adapter {out} --to {out}-merged")
-
-    command.__signature__ = inspect.Signature(parameters)
-    return command
+    raise typer.Exit(main(ctx.args, prog="bpo-train dpo"))
 
 
-app.command(
-    "dpo",
-    help="LoRA DPO (BPO) with stock TRL; the paper's settings by default. Also: python -m trainer_min.dpo.",
-)(_train_command("dpo"))
-app.command(
-    "sft",
-    help="The SFT baseline: the same LoRA on the chosen answers only. Also: python -m trainer_min.sft.",
-)(_train_command("sft"))
+@app.command("sft", context_settings=PASS_THROUGH, add_help_option=False)
+def sft(ctx: typer.Context) -> None:
+    """The SFT baseline: the same LoRA on the chosen answers only. `--help` lists every flag."""
+    from trainer_min.sft import main
+
+    raise typer.Exit(main(ctx.args, prog="bpo-train sft"))
 
 
 @app.command()
@@ -152,10 +84,3 @@ def plot(
 
 app.command("eval")(eval_command)
 app.command("report")(report_command)
-
-
-def run_command(name: str, args: list[str], prog_name: str) -> None:
-    """Run one subcommand as a program of its own (``python -m trainer_min.dpo``)."""
-    group = typer.main.get_command(app)
-    command = group.get_command(typer.Context(group), name)
-    command.main(args=args, prog_name=prog_name)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,10 +26,42 @@ log = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ("images", "prompt", "chosen", "rejected")
 SUBSET_PURPOSE = "max_samples"
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 
 
 class DataError(ValueError):
     """The dataset cannot be trained on as asked; the message names the dataset, column or flag, and a fix."""
+
+
+def check_dataset_location(dataset: str) -> None:
+    """Fail at once, naming the folder, when ``dataset`` is meant as a local folder that does not exist.
+
+    Cheap (no datasets import), so a command says it before loading TRL or the model. A value that exists
+    here is local; one that cannot be a Hub id (``./x``, ``/abs/x``, ``a/b/c``) or whose parent folder exists
+    here (``out/demo-dataset`` next to an ``out/``) must be a local folder; anything else is a Hub id.
+    """
+    if not dataset.strip():
+        raise DataError(
+            "--dataset is empty; give the directory written by `bpo-data export` or a Hub dataset id"
+        )
+    path = Path(dataset).expanduser()
+    if path.exists():
+        return
+    parent_is_here = path.parent != Path(".") and path.parent.is_dir()
+    if HUB_ID.fullmatch(dataset) is None or parent_is_here:
+        raise DataError(
+            f"--dataset {dataset}: no such folder; give the directory written by `bpo-data export` "
+            "(or a Hub dataset id pushed by `bpo-data push`)"
+        )
+
+
+def split_values(values: list[str] | str | None) -> list[str] | None:
+    """``["a,b", "c"]`` or ``"a,b,c"`` -> ``["a", "b", "c"]``; empty -> None (no filter)."""
+    if values is None:
+        return None
+    items = [values] if isinstance(values, str) else list(values)
+    out = [part.strip() for item in items for part in str(item).split(",") if part.strip()]
+    return out or None
 
 
 def load_pairs(dataset: str, split: str = "train", revision: str | None = None) -> Dataset:

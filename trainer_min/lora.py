@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from peft import LoraConfig
     from torch import nn
-
-    from trainer_min.config import TrainConfig
+    from trl import ModelConfig
 
 PROJECTOR = "multi_modal_projector"
 
@@ -39,16 +38,26 @@ def language_model_targets(model: nn.Module) -> str:
     return rf"{re.escape(prefix)}\..*\.({'|'.join(leaf_names)})"
 
 
-def lora_config(cfg: TrainConfig, model: nn.Module) -> LoraConfig:
+def lora_config(model_args: ModelConfig, model: nn.Module, freeze_projector: bool = False) -> LoraConfig:
+    """TRL's LoRA settings; the paper's targets when none are given; the projector trained unless frozen."""
     from peft import LoraConfig
 
+    modules_to_save = list(model_args.lora_modules_to_save or [])
+    if not freeze_projector and PROJECTOR not in modules_to_save:
+        modules_to_save.append(PROJECTOR)
+    optional = {}
+    if model_args.lora_target_parameters is not None:
+        optional["target_parameters"] = model_args.lora_target_parameters
     return LoraConfig(
-        r=cfg.lora_r,
-        lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout,
-        target_modules=language_model_targets(model),
-        modules_to_save=None if cfg.freeze_projector else [PROJECTOR],
-        task_type="CAUSAL_LM",
+        r=model_args.lora_r,
+        lora_alpha=model_args.lora_alpha,
+        lora_dropout=model_args.lora_dropout,
+        target_modules=model_args.lora_target_modules or language_model_targets(model),
+        modules_to_save=modules_to_save or None,
+        use_rslora=model_args.use_rslora,
+        use_dora=model_args.use_dora,
+        task_type=model_args.lora_task_type,
+        **optional,
     )
 
 

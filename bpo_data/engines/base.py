@@ -1,4 +1,8 @@
-"""The two engine interfaces every backend implements.
+"""The two engine interfaces every backend implements, and the requests they answer.
+
+Engines answer requests and know no method: a vision request may carry an ``ImageView`` that
+changes what the model sees of its image (image weakening passes a noisy one), and every engine
+applies it at the same two points of LLaVA's image path without knowing what it does.
 
 Engines never raise for one bad request: a failure comes back as ``EngineResult.error`` so the
 caller can write a reject for that unit and carry on with the batch.
@@ -6,12 +10,15 @@ caller can write a reject for that unit and carry on with the batch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 from PIL import Image
 
-from bpo_data.recipe import NoiseSpec, SamplingParams
+from bpo_data.recipe import SamplingParams
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -22,9 +29,27 @@ class EngineResult:
     completion_tokens: int = 0
 
 
+class ImageView(Protocol):
+    """A change to what the model sees of one image, applied by the engine at two points.
+
+    ``pixels`` gets the image's normalised pixel tensor (C, H, W) before the vision tower,
+    ``features`` its selected vision features (tokens, dim) before the projector. ``key`` names
+    the change (None when there is none), so caches keyed by content never serve another view.
+    """
+
+    key: str | None
+
+    def pixels(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def features(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
 @dataclass
 class TextRequest:
-    """Chat messages (``role``/``content`` strings) for a text-only model."""
+    """Chat messages (``role``/``content`` strings) for a text-only model.
+
+    ``seed`` fixes a sampled answer so it does not depend on what it is batched with.
+    """
 
     messages: list[dict[str, str]]
     sampling: SamplingParams
@@ -35,15 +60,15 @@ class TextRequest:
 class VisionRequest:
     """One image and the conversation about it (plain-string messages, last one from the user).
 
-    ``noise_seed`` fixes the noise draw so a rerun weakens the image the same way.
+    ``view`` changes what the model sees of the image (None: the image as it is); ``seed`` fixes a
+    sampled answer so it does not depend on what it is batched with.
     """
 
     image: Image.Image
     messages: list[dict[str, str]]
     sampling: SamplingParams
-    noise: NoiseSpec | None = None
-    noise_seed: int = 0
-    extra: dict = field(default_factory=dict)
+    view: ImageView | None = None
+    seed: int | None = None
 
 
 class TextEngine(Protocol):

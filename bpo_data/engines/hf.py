@@ -1,24 +1,26 @@
-"""transformers engines: LLaVA-1.5 answers with a weakened image, and its language model rewrites text.
+"""transformers engines: LLaVA-1.5 answers about an image seen through a view; its LM rewrites text.
 
 One ``LlavaRuntime`` (model + processor) is loaded per shard and shared by the vision and text
 engines, so a shard that makes both negative types holds one copy of the weights. Batches use left
 padding so every row's generated tokens start at the same position.
+
+Sampling is per row: each request's seed drives its own random stream (``RowSampler``), so an
+answer is the same whichever requests it is batched with — a shard count or a batch size never
+changes the pairs.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 
-from bpo_data.engines.base import EngineResult, TextRequest, VisionRequest
-from bpo_data.negatives.noise import add_noise, noise_in
+from bpo_data.engines.base import EngineResult, ImageView, TextRequest, VisionRequest
 from bpo_data.prompting import llava_prompt
-from bpo_data.recipe import NoiseSpec, SamplingParams
+from bpo_data.recipe import SamplingParams
 
 RequestT = TypeVar("RequestT", VisionRequest, TextRequest)
 
@@ -37,11 +39,11 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 @dataclass
 class LlavaRuntime:
-    """A loaded LLaVA checkpoint and its processor, on one device."""
+    """A loaded LLaVA checkpoint and its processor, on one device, set up for batched generation."""
 
     model_id: str
     model: torch.nn.Module
-    processor: object
+    processor: Any
     device: torch.device
 
     @classmethod
@@ -50,31 +52,42 @@ class LlavaRuntime:
 
         dev = pick_device(device)
         model = LlavaForConditionalGeneration.from_pretrained(model_id, dtype=pick_dtype(dtype, dev))
-        model.to(dev).eval()
-        processor = AutoProcessor.from_pretrained(model_id)
+        return cls.from_loaded(model_id, model.to(dev), AutoProcessor.from_pretrained(model_id))
+
+    @classmethod
+    def from_loaded(cls, model_id: str, model: torch.nn.Module, processor: Any) -> LlavaRuntime:
+        """Wrap a model already loaded (e.g. base + adapter): eval mode, left padding, a pad token."""
+        model.eval()
         processor.tokenizer.padding_side = "left"
         if processor.tokenizer.pad_token is None:
             processor.tokenizer.pad_token = processor.tokenizer.eos_token
-        return cls(model_id=model_id, model=model, processor=processor, device=dev)
+        return cls(model_id=model_id, model=model, processor=processor, device=model.device)
 
     @property
     def tokenizer(self):
         return self.processor.tokenizer
 
-    def generation_kwargs(self, sampling: SamplingParams) -> dict:
-        sample = sampling.temperature > 0
-        kwargs = {
+    def generate(
+        self, inputs: dict, sampling: SamplingParams, seeds: Sequence[int | None]
+    ) -> list[EngineResult]:
+        """``model.generate`` on a left-padded batch; each row samples from its own seed."""
+        kwargs: dict[str, Any] = {
             "max_new_tokens": sampling.max_new_tokens,
-            "do_sample": sample,
+            "do_sample": False,
+            "temperature": None,
+            "top_p": None,
+            "top_k": None,
             "pad_token_id": self.tokenizer.pad_token_id,
         }
-        if sample:
-            kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
-        else:
-            kwargs.update(temperature=None, top_p=None, top_k=None)
-        return kwargs
+        if sampling.temperature > 0:
+            from transformers import LogitsProcessorList
 
-    def decode_new(self, output: torch.Tensor, prompt_len: int, attention_mask: torch.Tensor):
+            kwargs["logits_processor"] = LogitsProcessorList([RowSampler(sampling, seeds)])
+        with torch.inference_mode():
+            output = self.model.generate(**inputs, **kwargs)
+        return self._decode_new(output, inputs["input_ids"].shape[1], inputs["attention_mask"])
+
+    def _decode_new(self, output: torch.Tensor, prompt_len: int, attention_mask: torch.Tensor):
         results = []
         for row, mask in zip(output, attention_mask):
             new = row[prompt_len:]
@@ -86,16 +99,45 @@ class LlavaRuntime:
         return results
 
 
+class RowSampler:
+    """Temperature + top-p sampling with one random stream per batch row, as a logits processor.
+
+    ``generate`` samples a whole batch from the global RNG, so a row's answer would depend on the
+    rows beside it. Here each row draws from a generator seeded by its own request, and the chosen
+    token is returned as the only finite score, so greedy decoding emits exactly that sample.
+    """
+
+    def __init__(self, sampling: SamplingParams, seeds: Sequence[int | None]):
+        self.temperature = sampling.temperature
+        self.top_p = sampling.top_p
+        self.generators = [
+            torch.Generator().manual_seed(
+                seed if seed is not None else int(torch.randint(0, 2**62, (1,)).item())
+            )
+            for seed in seeds
+        ]
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        probs = torch.softmax(scores.float() / self.temperature, dim=-1)
+        if self.top_p < 1.0:
+            sorted_probs, order = probs.sort(dim=-1, descending=True)
+            # drop a token once the tokens before it already hold top_p of the mass (keep the first)
+            drop = sorted_probs.cumsum(dim=-1) - sorted_probs >= self.top_p
+            sorted_probs = sorted_probs.masked_fill(drop, 0.0)
+            probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+        chosen = torch.stack(
+            [torch.multinomial(row.cpu(), 1, generator=gen) for row, gen in zip(probs, self.generators)]
+        ).to(scores.device)
+        out = torch.full_like(scores, float("-inf"))
+        return out.scatter(-1, chosen, 0.0)
+
+
 def generate_in_groups(
     requests: list[RequestT],
     group_key: Callable[[RequestT], Hashable],
     run: Callable[[list[RequestT]], list[EngineResult]],
 ) -> list[EngineResult]:
-    """One ``model.generate`` per group of requests that share generation settings; results in input order.
-
-    ``generate`` takes one set of sampling parameters (and one noise spec) per call, so a mixed batch
-    is split, and the answers are put back where their requests were.
-    """
+    """One ``model.generate`` per group of requests that share sampling settings; results in input order."""
     groups: dict[Hashable, list[int]] = {}
     for i, request in enumerate(requests):
         groups.setdefault(group_key(request), []).append(i)
@@ -106,13 +148,41 @@ def generate_in_groups(
     return results  # type: ignore[return-value]
 
 
-def _batch_seed(seeds: list[int]) -> int:
-    digest = hashlib.blake2b(",".join(map(str, seeds)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") & 0x7FFF_FFFF_FFFF_FFFF
+def viewed_pixels(pixel_values: torch.Tensor, views: Sequence[ImageView | None]) -> torch.Tensor:
+    """Each image's pixels as its view shows them (before the vision tower)."""
+    if all(view is None for view in views):
+        return pixel_values
+    return torch.stack([px if view is None else view.pixels(px) for px, view in zip(pixel_values, views)])
+
+
+@contextmanager
+def viewed_features(projector: torch.nn.Module, views: Sequence[ImageView | None]) -> Iterator[None]:
+    """While inside, each image's selected vision features pass through its view on their way into
+    the projector — wherever LLaVA computes them (``generate`` here, ``get_image_features`` for vLLM)."""
+    if all(view is None for view in views):
+        yield
+        return
+
+    def hook(_module, args):
+        features = args[0]
+        viewed = torch.stack([f if view is None else view.features(f) for f, view in zip(features, views)])
+        return (viewed, *args[1:])
+
+    handle = projector.register_forward_pre_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def projector_of(model: torch.nn.Module) -> torch.nn.Module:
+    """LLaVA's multimodal projector (``LlavaForConditionalGeneration`` or its inner ``LlavaModel``)."""
+    inner = getattr(model, "model", model)
+    return inner.multi_modal_projector
 
 
 class HFVisionEngine:
-    """Answers (image, conversation) batches; the image can be weakened in pixel or feature space."""
+    """Answers (image, conversation) batches, each image seen through its request's view."""
 
     name = "hf"
 
@@ -120,54 +190,23 @@ class HFVisionEngine:
         self.runtime = runtime
 
     def generate(self, requests: list[VisionRequest]) -> list[EngineResult]:
-        return generate_in_groups(
-            requests, lambda r: (r.sampling.model_dump_json(), _noise_key(r.noise)), self._generate_group
-        )
+        return generate_in_groups(requests, lambda r: r.sampling.model_dump_json(), self._generate_group)
 
     def _generate_group(self, requests: list[VisionRequest]) -> list[EngineResult]:
         rt = self.runtime
-        noise = requests[0].noise
-        seeds = [r.noise_seed for r in requests]
+        views = [r.view for r in requests]
         inputs = rt.processor(
             images=[r.image for r in requests],
             text=[llava_prompt(r.messages) for r in requests],
             padding=True,
             return_tensors="pt",
         ).to(rt.device)
-        inputs["pixel_values"] = inputs["pixel_values"].to(rt.model.dtype)
-        if noise_in(noise, "pixel"):
-            inputs["pixel_values"] = torch.stack(
-                [add_noise(px, noise, seed) for px, seed in zip(inputs["pixel_values"], seeds)]
-            )
-        torch.manual_seed(_batch_seed(seeds))
-        with torch.inference_mode(), self._feature_noise(noise, seeds):
-            output = rt.model.generate(**inputs, **rt.generation_kwargs(requests[0].sampling))
-        return rt.decode_new(output, inputs["input_ids"].shape[1], inputs["attention_mask"])
-
-    @contextmanager
-    def _feature_noise(self, noise: NoiseSpec | None, seeds: list[int]) -> Iterator[None]:
-        """Noise the vision features on their way into the projector (the paper's feature space)."""
-        if not noise_in(noise, "features"):
-            yield
-            return
-
-        def hook(_module, args):
-            features = args[0]
-            noisy = torch.stack([add_noise(f, noise, seed) for f, seed in zip(features, seeds)])
-            return (noisy, *args[1:])
-
-        handle = self.runtime.model.model.multi_modal_projector.register_forward_pre_hook(hook)
-        try:
-            yield
-        finally:
-            handle.remove()
+        inputs["pixel_values"] = viewed_pixels(inputs["pixel_values"].to(rt.model.dtype), views)
+        with viewed_features(projector_of(rt.model), views):
+            return rt.generate(inputs, requests[0].sampling, [r.seed for r in requests])
 
     def close(self) -> None:
         self.runtime = None  # type: ignore[assignment]
-
-
-def _noise_key(noise: NoiseSpec | None) -> str:
-    return noise.model_dump_json() if noise is not None else ""
 
 
 class HFTextEngine:
@@ -185,10 +224,7 @@ class HFTextEngine:
         rt = self.runtime
         prompts = [llava_prompt(r.messages, with_image=False) for r in requests]
         inputs = rt.tokenizer(prompts, padding=True, return_tensors="pt").to(rt.device)
-        torch.manual_seed(_batch_seed([r.seed or 0 for r in requests]))
-        with torch.inference_mode():
-            output = rt.model.generate(**inputs, **rt.generation_kwargs(requests[0].sampling))
-        return rt.decode_new(output, inputs["input_ids"].shape[1], inputs["attention_mask"])
+        return rt.generate(inputs, requests[0].sampling, [r.seed for r in requests])
 
     def close(self) -> None:
         self.runtime = None  # type: ignore[assignment]

@@ -1,14 +1,14 @@
-"""vLLM engines: LLaVA-1.5 answers from (noisy) image embeddings, and its language model rewrites text.
+"""vLLM engines: LLaVA-1.5 answers from image embeddings, and its language model rewrites text.
 
-vLLM cannot noise an image in the middle of its own vision tower, so the shard computes the image
-embeddings itself with the HF vision tower + projector of the same checkpoint (``ImageEmbedder``),
-adds the DDPM noise where the hf engine adds it (pixel space: before the tower; feature space: on
-the selected vision features before the projector, same ``add_noise`` and seeds), and hands vLLM
-the projector output as image embeddings (``LLM(enable_mm_embeds=True)``).
+vLLM cannot change an image in the middle of its own vision tower, so the shard computes the image
+embeddings itself with the HF vision tower + projector of the same checkpoint (``ImageEmbedder``,
+which runs transformers' own ``LlavaModel.get_image_features``), applying each request's view
+where the hf engine applies it (``viewed_pixels``, ``viewed_features``), and hands vLLM the
+projector output as image embeddings (``LLM(enable_mm_embeds=True)``).
 
 vLLM keys its encoder, processor and prefix caches by each multimodal item's uuid (by default a
-hash of its content). Every noise draw gets its own uuid (``draw_uuid``), so a cached clean image or
-another draw of the same image is never reused for this one.
+hash of its content). Every view gets its own uuid (``view_uuid``), so a cached clean image or
+another noise draw of the same image is never reused for this one.
 
 Everything up to the vLLM call runs without vLLM (``build_vision_requests``,
 ``sampling_kwargs``, ``text_prompt``); only ``VllmRuntime.load`` and ``to_vllm_sampling`` import it.
@@ -27,19 +27,18 @@ from typing import TYPE_CHECKING, Any
 import torch
 from PIL import Image
 
-from bpo_data.engines.base import EngineResult, TextRequest, VisionRequest
-from bpo_data.engines.hf import pick_device, pick_dtype
-from bpo_data.negatives.noise import add_noise, noise_in
+from bpo_data.engines.base import EngineResult, ImageView, TextRequest, VisionRequest
+from bpo_data.engines.hf import pick_device, pick_dtype, projector_of, viewed_features, viewed_pixels
 from bpo_data.prompting import llava_prompt
-from bpo_data.recipe import NoiseSpec, SamplingParams, VllmSpec
+from bpo_data.recipe import SamplingParams, VllmSpec
 
 if TYPE_CHECKING:
     import vllm
 
 _VLLM_MISSING = (
     "engine 'vllm' needs vLLM 0.11.1 or later (image embeddings need its enable_mm_embeds), which runs "
-    "on CUDA GPUs: pip install 'bpo-data[vllm]' on the GPU machine, or set the recipe's weaken.engine / "
-    "inject.engine to 'hf'"
+    "on CUDA GPUs: pip install 'bpo-data[vllm]' on the GPU machine, or set the recipe's run.weaken.engine / "
+    "run.inject.engine to 'hf' (--weaken-engine / --inject-engine hf)"
 )
 _TOWER_PREFIXES = ("model.vision_tower.", "vision_tower.")
 _PROJECTOR_PREFIXES = ("model.multi_modal_projector.", "multi_modal_projector.")
@@ -57,24 +56,25 @@ def _tower_key(name: str) -> str:
 class ImageEmbedder:
     """The HF vision tower + projector of a LLaVA checkpoint: images in, image embeddings out.
 
-    Only these parts are loaded (0.32B parameters for LLaVA-1.5-7B: 0.65 GB in bf16), from the
-    checkpoint's safetensors; the language model stays with vLLM.
+    A ``LlavaModel`` whose language model stays on the meta device (it is vLLM's to hold): only the
+    tower and projector are materialised (0.32B parameters for LLaVA-1.5-7B: 0.65 GB in bf16), from
+    the checkpoint's safetensors, and transformers' own ``get_image_features`` selects the features.
     """
 
-    def __init__(
-        self,
-        config: Any,
-        vision_tower: torch.nn.Module,
-        projector: torch.nn.Module,
-        image_processor: Any,
-        chunk_size: int = 16,
-    ):
-        self.config = config
-        self.vision_tower = vision_tower.eval()
-        self.projector = projector.eval()
+    def __init__(self, llava: torch.nn.Module, image_processor: Any, chunk_size: int = 16):
+        self.llava = llava.eval()
+        self.config = llava.config
         self.image_processor = image_processor
         # The tower returns every layer's hidden states; chunks bound that memory next to vLLM.
         self.chunk_size = chunk_size
+
+    @property
+    def vision_tower(self) -> torch.nn.Module:
+        return self.llava.vision_tower
+
+    @property
+    def projector(self) -> torch.nn.Module:
+        return projector_of(self.llava)
 
     @property
     def device(self) -> torch.device:
@@ -88,14 +88,16 @@ class ImageEmbedder:
     def from_config(
         cls, config: Any, image_processor: Any, device: torch.device, dtype: torch.dtype
     ) -> ImageEmbedder:
-        """Randomly initialised parts built the way ``LlavaModel`` builds them (tests, benchmarks)."""
-        from transformers import AutoModel
+        """Randomly initialised tower and projector, as ``LlavaModel`` builds them (tests, benchmarks)."""
+        from transformers import AutoModel, LlavaModel
         from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
+        with torch.device("meta"):
+            llava = LlavaModel(config)
         with torch.device(device):
-            tower = AutoModel.from_config(config.vision_config)
-            projector = LlavaMultiModalProjector(config)
-        return cls(config, tower.to(dtype), projector.to(dtype), image_processor)
+            llava.vision_tower = AutoModel.from_config(config.vision_config).to(dtype)
+            llava.multi_modal_projector = LlavaMultiModalProjector(config).to(dtype)
+        return cls(llava, image_processor)
 
     @classmethod
     def from_pretrained(cls, model_id: str, device: torch.device, dtype: torch.dtype) -> ImageEmbedder:
@@ -115,35 +117,26 @@ class ImageEmbedder:
         return embedder
 
     @torch.inference_mode()
-    def embed(
-        self, images: Sequence[Image.Image], noises: Sequence[NoiseSpec | None], seeds: Sequence[int]
-    ) -> list[torch.Tensor]:
-        """One (num_image_tokens, hidden) tensor per image, noised like the hf engine noises it."""
+    def embed(self, images: Sequence[Image.Image], views: Sequence[ImageView | None]) -> list[torch.Tensor]:
+        """One (num_image_tokens, hidden) tensor per image, each seen through its view."""
         out: list[torch.Tensor] = []
         for start in range(0, len(images), self.chunk_size):
             end = start + self.chunk_size
-            out.extend(self._embed_chunk(images[start:end], noises[start:end], seeds[start:end]))
+            out.extend(self._embed_chunk(images[start:end], views[start:end]))
         return out
 
-    def _embed_chunk(self, images, noises, seeds) -> list[torch.Tensor]:
+    def _embed_chunk(self, images, views) -> list[torch.Tensor]:
         pixels = self.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
-        pixels = pixels.to(device=self.device, dtype=self.dtype)
-        pixels = torch.stack(
-            [_noised(px, noise, seed, "pixel") for px, noise, seed in zip(pixels, noises, seeds)]
-        )
-        features = self._select_features(self.vision_tower(pixels, output_hidden_states=True).hidden_states)
-        features = torch.stack(
-            [_noised(f, noise, seed, "features") for f, noise, seed in zip(features, noises, seeds)]
-        )
-        return list(self.projector(features))
-
-    def _select_features(self, hidden_states: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        """The vision features LLaVA feeds its projector (as ``LlavaModel.get_image_features``)."""
-        layers = self.config.vision_feature_layer
-        chosen = [hidden_states[layers]] if isinstance(layers, int) else [hidden_states[i] for i in layers]
-        if self.config.vision_feature_select_strategy == "default":
-            chosen = [h[:, 1:] for h in chosen]  # drop the CLS token
-        return torch.cat(chosen, dim=-1)
+        pixels = viewed_pixels(pixels.to(device=self.device, dtype=self.dtype), views)
+        with viewed_features(self.projector, views):
+            features = self.llava.get_image_features(
+                pixel_values=pixels,
+                vision_feature_layer=self.config.vision_feature_layer,
+                vision_feature_select_strategy=self.config.vision_feature_select_strategy,
+            )
+        # transformers 5 returns an output object whose pooler_output is the per-image list
+        features = getattr(features, "pooler_output", features)
+        return list(features)
 
 
 def _weights_for(
@@ -169,10 +162,6 @@ def _weights_for(
             "safetensors with its vision tower and projector (e.g. llava-hf/llava-1.5-7b-hf)"
         )
     return found
-
-
-def _noised(x: torch.Tensor, noise: NoiseSpec | None, seed: int, space: str) -> torch.Tensor:
-    return add_noise(x, noise, seed) if noise_in(noise, space) else x
 
 
 def _load_vision_weights(model_id: str) -> dict[str, torch.Tensor]:
@@ -230,17 +219,17 @@ def _image_digest(image: Image.Image) -> bytes:
     return hasher.digest()
 
 
-def draw_uuid(image: Image.Image, noise: NoiseSpec | None, seed: int) -> str:
-    """The multimodal uuid of one noise draw: same image, spec and seed → same uuid, else different.
+def view_uuid(image: Image.Image, view: ImageView | None) -> str:
+    """The multimodal uuid of an image as a view shows it: same image and view → same uuid, else different.
 
-    A clean image (no noise, or step 0) gets the uuid of its pixels alone: every clean request for
-    it has the same embeddings, so sharing vLLM's caches between them is correct.
+    An unchanged image (no view, or a view that changes nothing) gets the uuid of its pixels alone:
+    every such request has the same embeddings, so sharing vLLM's caches between them is correct.
     """
     digest = _image_digest(image)
-    if noise is None or noise.step == 0:
+    key = view.key if view is not None else None
+    if key is None:
         return "img-" + digest.hex()
-    draw = hashlib.sha256(digest + noise.model_dump_json().encode() + f":seed={seed}".encode())
-    return "draw-" + draw.hexdigest()
+    return "view-" + hashlib.sha256(digest + key.encode()).hexdigest()
 
 
 def build_vision_requests(requests: Sequence[VisionRequest], embedder: ImageEmbedder) -> list[dict]:
@@ -250,14 +239,12 @@ def build_vision_requests(requests: Sequence[VisionRequest], embedder: ImageEmbe
     for an image), so each prompt carries ``[embeddings]`` of shape (num_image_tokens, hidden) in
     the model's dtype, on the CPU: they cross to vLLM's engine process.
     """
-    embeddings = embedder.embed(
-        [r.image for r in requests], [r.noise for r in requests], [r.noise_seed for r in requests]
-    )
+    embeddings = embedder.embed([r.image for r in requests], [r.view for r in requests])
     return [
         {
             "prompt": llava_prompt(request.messages),
             "multi_modal_data": {"image": [embedding.cpu()]},
-            "multi_modal_uuids": {"image": [draw_uuid(request.image, request.noise, request.noise_seed)]},
+            "multi_modal_uuids": {"image": [view_uuid(request.image, request.view)]},
         }
         for request, embedding in zip(requests, embeddings)
     ]
@@ -374,7 +361,7 @@ class VllmVisionEngine:
 
     def generate(self, requests: list[VisionRequest]) -> list[EngineResult]:
         prompts = build_vision_requests(requests, self.runtime.embedder)
-        params = [to_vllm_sampling(r.sampling, r.noise_seed) for r in requests]
+        params = [to_vllm_sampling(r.sampling, r.seed) for r in requests]
         return _generate(self.runtime.llm, prompts, params)
 
     def close(self) -> None:

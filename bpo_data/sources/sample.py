@@ -14,9 +14,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import bpo_data.sources.llava_instruct as llava_instruct
+import bpo_data.sources.llavar as llavar
+import bpo_data.sources.sharegptv as sharegptv
 from bpo_data.recipe import SourceSpec
 from bpo_data.schema import Reject, Unit
-from bpo_data.sources import llava_instruct, llavar, sharegptv
 from bpo_data.sources.llava_format import FormatFacts, read_source
 
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "sample"

@@ -49,13 +49,13 @@ def write_recipe(
     batch_size: int = 4,
     max_new_tokens: int = 12,
     quota=None,
+    filters: list[dict] | None = None,
 ) -> Path:
     """A recipe over that source with the smoke model and the rules injector (fast on a CPU)."""
     recipe = {
         "name": "t",
         "seed": 1,
         "model": "smoke",
-        "device": "cpu",
         "sources": [
             {
                 "name": "src",
@@ -68,11 +68,10 @@ def write_recipe(
                 "negatives": negatives,
             }
         ],
-        "weaken": {
-            "sampling": {"temperature": 0.2, "max_new_tokens": max_new_tokens},
-            "batch_size": batch_size,
-        },
-        "inject": {"engine": "rules"},
+        "weaken": {"sampling": {"temperature": 0.2, "max_new_tokens": max_new_tokens}},
+        "inject": {"injector": "rules"},
+        "filters": filters or [],
+        "run": {"device": "cpu", "weaken": {"batch_size": batch_size}},
     }
     path.write_text(yaml.safe_dump(recipe))
     return path

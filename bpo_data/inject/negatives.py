@@ -1,0 +1,63 @@
+"""Error-injected negatives: each unit's ground truth rewritten by an LLM or by rules."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from PIL import Image
+
+from bpo_data.inject.llm import Rewrite
+from bpo_data.inject.rules import RulesInjector
+from bpo_data.recipe import ValidationSpec
+from bpo_data.schema import Pair, Reject, Unit, pair_key
+
+
+class Rewriter(Protocol):
+    def rewrite(self, units: list[Unit]) -> list[Rewrite | Reject]: ...
+
+
+class RulesRewriter:
+    """The model-free injector as a rewriter: a unit no rule applies to becomes a reject."""
+
+    def __init__(self, seed: int, validation: ValidationSpec):
+        self.rules = RulesInjector(seed=seed, validation=validation)
+
+    def rewrite(self, units: list[Unit]) -> list[Rewrite | Reject]:
+        return [self._one(unit) for unit in units]
+
+    def _one(self, unit: Unit) -> Rewrite | Reject:
+        outcome = self.rules.rewrite(unit)
+        if outcome is not None:
+            return outcome
+        return Reject(
+            pair_key(unit.key, "inject"),
+            unit.source,
+            "invalid_rewrite:no_rule_applies",
+            "the rules injector found no object, colour, count, position or number it could change within "
+            "the length limits; use the llm injector (inject.injector: llm) for such answers",
+            negative_type="inject",
+        )
+
+
+class InjectedNegatives:
+    """Makes ``inject`` pairs; never looks at the image, so the pipeline never decodes one for it."""
+
+    negative_type = "inject"
+    needs_image = False
+
+    def __init__(self, rewriter: Rewriter, generator: str, batch_size: int):
+        self.rewriter = rewriter
+        self.generator = generator
+        self.batch_size = batch_size
+
+    def make(self, items: list[tuple[Unit, Image.Image | None]]) -> tuple[list[Pair], list[Reject]]:
+        units = [unit for unit, _ in items]
+        pairs: list[Pair] = []
+        rejects: list[Reject] = []
+        for unit, outcome in zip(units, self.rewriter.rewrite(units)):
+            if isinstance(outcome, Reject):
+                rejects.append(outcome)
+            else:
+                text, error_types = outcome
+                pairs.append(Pair.from_unit(unit, "inject", text, self.generator, error_types=error_types))
+        return pairs, rejects

@@ -1,0 +1,128 @@
+"""The shard pipeline through the Python API: resume across run settings, filters, image decoding."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+from support.llava_source import write_llava_source, write_recipe
+
+from bpo_data.generate import generate
+from bpo_data.jsonl import iter_jsonl
+from bpo_data.manifest import ManifestMismatch
+from bpo_data.pipeline import Filter, Step
+from bpo_data.recipe import load_recipe, with_settings
+from bpo_data.schema import Pair
+
+
+@pytest.fixture(autouse=True)
+def _local_smoke_model(smoke_model_dir, monkeypatch):
+    monkeypatch.setenv("BPO_DATA_CACHE", str(smoke_model_dir.parent))
+    link = smoke_model_dir.parent / "smoke-llava-v1"
+    if not link.exists():
+        link.symlink_to(smoke_model_dir)
+
+
+def _records(out: Path, kind: str) -> dict[str, dict]:
+    return {r["key"]: r for p in sorted(out.glob(f"{kind}-*.jsonl")) for r in iter_jsonl(p)}
+
+
+class Interrupt(Step):
+    """Stops the run like a kill after ``after`` items have been written (it sits after the writer)."""
+
+    name = "interrupt"
+
+    def __init__(self, after: int):
+        super().__init__()
+        self.after = after
+
+    def run(self, items):
+        for seen, work in enumerate(items, start=1):
+            yield work
+            if seen >= self.after:
+                raise KeyboardInterrupt
+
+
+@pytest.fixture
+def source(tmp_path) -> Path:
+    data, images = write_llava_source(tmp_path / "src", 8)
+    return write_recipe(tmp_path / "r.yaml", data, images, batch_size=4, max_new_tokens=6)
+
+
+def test_a_resume_may_change_how_it_runs_and_makes_exactly_the_pairs_of_an_uninterrupted_run(
+    tmp_path, source
+):
+    recipe = load_recipe(str(source))
+    clean = tmp_path / "clean"
+    generate(recipe, clean)
+
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        generate(recipe, out, steps=[Interrupt(after=5)])
+    partial = _records(out, "pairs")
+    assert 0 < len(partial) < len(_records(clean, "pairs"))
+
+    resumed = with_settings(recipe, weaken_batch_size=3, inject_batch_size=2, concurrency=4, device="cpu")
+    summary = generate(resumed, out)
+    assert summary.already_done >= len(partial)
+    pairs = _records(out, "pairs")
+    assert sum(1 for p in out.glob("pairs-*.jsonl") for _ in iter_jsonl(p)) == len(pairs), "a pair twice"
+    # Same keys, and the same texts: sampled answers depend on (unit, seed), not on the batch.
+    assert pairs == _records(clean, "pairs")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["run"]["weaken"]["batch_size"] == 3
+
+
+def test_a_resume_that_would_make_other_pairs_is_refused_naming_the_fields(tmp_path, source):
+    out = tmp_path / "out"
+    generate(load_recipe(str(source)), out)
+    raw = yaml.safe_load(source.read_text())
+    raw["weaken"]["noise"] = {"step": 900}
+    raw["sources"][0]["quota"] = 3
+    source.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ManifestMismatch, match=r"sources\.0\.quota, weaken\.noise\.step differ"):
+        generate(load_recipe(str(source)), out)
+
+
+def test_injection_only_units_never_decode_their_image(tmp_path):
+    data, images = write_llava_source(tmp_path / "src", 4)
+    # A JPEG whose header is whole but whose pixels are cut off: only a decode can tell.
+    Image.effect_noise((256, 256), 64).convert("RGB").save(images / "0.jpg")
+    whole = (images / "0.jpg").read_bytes()
+    (images / "0.jpg").write_bytes(whole[: len(whole) // 2])
+    recipe = load_recipe(str(write_recipe(tmp_path / "r.yaml", data, images, negatives="both")))
+    out = tmp_path / "out"
+    summary = generate(recipe, out)
+    rejects = _records(out, "rejects")
+    assert rejects["src/r0/0#weaken"]["reason"] == "unreadable_image"
+    assert "src/r0/0#inject" in _records(out, "pairs")
+    images_step, sample = summary.steps["load images"], summary.steps["sample"]
+    assert images_step["decoded"] + images_step["unreadable_image"] == sample["weaken"]
+    assert images_step["header checked"] == sample["inject"]
+
+
+class NoDogs(Filter):
+    name = "no dogs"
+
+    def refuse(self, pair: Pair):
+        return ("no_dogs", "the rejected answer mentions a dog") if "dog" in pair.rejected.lower() else None
+
+
+def test_filters_from_the_recipe_and_the_api_turn_pairs_into_final_rejects(tmp_path):
+    data, images = write_llava_source(tmp_path / "src", 12)
+    overlap = {"negative_type": "inject", "max_text_overlap": 0.9}  # one word of ~12 changed: 0.92
+    path = write_recipe(tmp_path / "r.yaml", data, images, negatives={"inject": 1.0}, filters=[overlap])
+    out = tmp_path / "out"
+    summary = generate(load_recipe(str(path)), out, steps=[NoDogs()])
+    rejects = _records(out, "rejects")
+    reasons = {r["reason"] for r in rejects.values()}
+    assert reasons <= {"filter:max_text_overlap", "filter:no_dogs"} and len(reasons) == 2
+    assert not any("dog" in p["rejected"].lower() for p in _records(out, "pairs").values())
+    assert summary.rejects["filter:no_dogs"] == sum(r["reason"] == "filter:no_dogs" for r in rejects.values())
+    assert summary.pairs_written + sum(summary.rejects.values()) == summary.pairs_planned
+
+    again = generate(load_recipe(str(path)), out, steps=[NoDogs()])
+    assert again.pairs_written == 0 and again.already_done == again.pairs_planned  # dropped stays dropped
