@@ -9,11 +9,9 @@ from, the exact data, the software versions) and the per-step log-probs (``logpr
 from __future__ import annotations
 
 import json
-import platform
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +30,8 @@ if TYPE_CHECKING:
     )
     from trl import ModelConfig
 
-    from trainer_min.config import BPOScriptArguments
+    from bpo_data.versions import installed
+from trainer_min.config import BPOScriptArguments
 
 PACKAGES = ("bpo-data", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "deepspeed")
 
@@ -225,7 +224,7 @@ def run_record(run: Run) -> dict[str, Any]:
             "trainable_parameters": trainable,
             "all_parameters": total,
         },
-        "versions": {"python": platform.python_version(), **_versions()},
+        "versions": installed(PACKAGES),
         "resumed_from": run.resume_from,
         "started_at": _now(),
     }
@@ -236,16 +235,6 @@ def _write_record(trainer: Trainer, out: str, record: dict[str, Any]) -> None:
         path = Path(out) / RUN_RECORD
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
-
-
-def _versions() -> dict[str, str | None]:
-    found = {}
-    for package in PACKAGES:
-        try:
-            found[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            found[package] = None
-    return found
 
 
 def _now() -> str:

@@ -12,9 +12,9 @@ import random
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib.resources import files
 from typing import NamedTuple
 
+from bpo_data.coco_objects import coco_synonyms
 from bpo_data.hashing import stable_u64
 from bpo_data.recipe import ValidationSpec
 from bpo_data.schema import ERROR_TYPES as VOCABULARY
@@ -190,12 +190,8 @@ def _display(cls: str, plural: bool) -> str:
 @lru_cache(maxsize=1)
 def vocabulary() -> _Vocabulary:
     """COCO objects as answers write them (plurals, two-word names), with the classes seen near each."""
-    text = files("bpo_data").joinpath("resources", "coco_synonyms_refine.txt").read_text(encoding="utf-8")
-    classes: dict[str, list[str]] = {}
-    for line in text.splitlines():
-        names = [name.strip().lower() for name in line.split(",") if name.strip()]
-        if names and names[0] != "person":  # people are not objects to swap for a cup
-            classes[names[0]] = names
+    # people are not objects to swap for a cup
+    classes = {cls: [n.lower() for n in names] for cls, names in coco_synonyms().items() if cls != "person"}
     words: dict[str, _Form] = {}
     phrases: dict[str, list[tuple[tuple[str, ...], _Form]]] = {}
     plurals: dict[str, str] = {}

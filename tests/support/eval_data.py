@@ -1,4 +1,4 @@
-"""Tiny benchmark folders in the official formats, with images drawn here; shared by the test_eval_* files.
+"""Tiny benchmark folders in the official formats, with images drawn here; shared by the eval tests.
 
 MM-Vet: ``mm-vet.json`` keyed v1_0… (imagename, question, answer, capability) and ``images/``.
 LLaVA-Bench in-the-wild: ``questions.jsonl``, ``context.jsonl``, ``answers_gpt4.jsonl``, ``images/``.
@@ -113,12 +113,21 @@ COCO_IMAGES = {
 OBJHAL_QUESTION = "Provide a thorough description of the given image."
 
 
-def build_objhal(root: Path, with_base64: bool = True) -> Path:
-    """Question file (base64 images, or files under images/ when ``with_base64`` is False) + annotations."""
+def build_objhal(
+    root: Path,
+    with_base64: bool = True,
+    images: dict[int, tuple[list[int], list[str]]] | None = None,
+    categories: dict[int, str] | None = None,
+) -> Path:
+    """Question file (base64 images, or files under images/ when ``with_base64`` is False) + annotations.
+
+    ``images``: image_id → (instance category ids, COCO captions); ``categories``: id → COCO name."""
+    images = COCO_IMAGES if images is None else images
+    categories = COCO_CATEGORIES if categories is None else categories
     (root / "annotations").mkdir(parents=True)
     (root / "images").mkdir()
     records = []
-    for index, image_id in enumerate(COCO_IMAGES):
+    for index, image_id in enumerate(images):
         picture = draw(index)
         record = {"image_id": image_id, "question": OBJHAL_QUESTION}
         if with_base64:
@@ -128,18 +137,18 @@ def build_objhal(root: Path, with_base64: bool = True) -> Path:
         records.append(record)
     write_jsonl(root / QUESTIONS_FILE, records)
     instances = {
-        "images": [{"id": i, "file_name": f"COCO_val2014_{i:012d}.jpg"} for i in COCO_IMAGES],
-        "categories": [{"id": k, "name": v, "supercategory": "x"} for k, v in COCO_CATEGORIES.items()],
+        "images": [{"id": i, "file_name": f"COCO_val2014_{i:012d}.jpg"} for i in images],
+        "categories": [{"id": k, "name": v, "supercategory": "x"} for k, v in categories.items()],
         "annotations": [
             {"id": n, "image_id": i, "category_id": c, "bbox": [0, 0, 1, 1], "area": 1, "iscrowd": 0}
-            for n, (i, c) in enumerate((i, c) for i, (cats, _) in COCO_IMAGES.items() for c in cats)
+            for n, (i, c) in enumerate((i, c) for i, (cats, _) in images.items() for c in cats)
         ],
     }
     captions = {
         "images": instances["images"],
         "annotations": [
             {"id": n, "image_id": i, "caption": c}
-            for n, (i, c) in enumerate((i, c) for i, (_, caps) in COCO_IMAGES.items() for c in caps)
+            for n, (i, c) in enumerate((i, c) for i, (_, caps) in images.items() for c in caps)
         ],
     }
     (root / "annotations" / "instances_val2014.json").write_text(json.dumps(instances), encoding="utf-8")

@@ -21,7 +21,7 @@ from PIL import Image
 
 from bpo_data.engines.base import VisionRequest
 from bpo_data.images import ImageError, load_image
-from bpo_data.recipe import SamplingParams
+from bpo_data.recipe import DEFAULT_MAX_PIXELS, SamplingParams
 from trainer_min.eval.common import write_json
 from trainer_min.eval.errors import EvalError
 
@@ -31,7 +31,6 @@ if TYPE_CHECKING:  # torch is imported only when answers are generated: scoring 
 log = logging.getLogger(__name__)
 
 PROMPT_LAYOUT = "llava-1.5: USER: <image>\\n{question} ASSISTANT:"
-MAX_IMAGE_PIXELS = 64_000_000
 # What must match for stored answers to be reused; batch size and device do not change greedy text.
 _REUSE_KEYS = ("decoding", "max_new_tokens", "prompt_layout")
 
@@ -56,7 +55,7 @@ def image_file(root: Path, rel: str, where: str) -> Callable[[], Image.Image]:
 
     def load() -> Image.Image:
         try:
-            return load_image(root, rel, MAX_IMAGE_PIXELS)
+            return load_image(root, rel, DEFAULT_MAX_PIXELS)
         except ImageError as err:
             raise EvalError(f"{where}: {err.detail}") from err
 
@@ -73,11 +72,7 @@ def load_runtime(model: str | None, adapter: str | None) -> LlavaRuntime:
         loaded, processor = load_for_eval(model, adapter)
     except (FileNotFoundError, ValueError) as err:
         raise EvalError(str(err)) from err
-    processor.tokenizer.padding_side = "left"
-    if processor.tokenizer.pad_token is None:
-        processor.tokenizer.pad_token = processor.tokenizer.eos_token
-    name = model or str(adapter)
-    return LlavaRuntime(model_id=name, model=loaded, processor=processor, device=loaded.device)
+    return LlavaRuntime.from_loaded(model or str(adapter), loaded, processor)
 
 
 def generate(

@@ -28,6 +28,11 @@ class Bench(str, Enum):
     all = "all"
 
 
+class ObjHalPrompt(str, Enum):
+    official = "official"
+    no_image_tag = "no-image-tag"
+
+
 class Extract(str, Enum):
     judge = "judge"
     rules = "rules"
@@ -64,11 +69,22 @@ def eval_command(
         int, typer.Option("--runs", min=1, help="MM-Vet grading runs (mean ± population std)")
     ] = 1,
     prompt_file: Annotated[
-        Path | None, typer.Option("--prompt-file", help="MM-Vet grader prompt, e.g. the official text")
+        Path | None,
+        typer.Option("--prompt-file", help="MM-Vet grader prompt to use instead of the official one"),
     ] = None,
+    objhal_prompt: Annotated[
+        ObjHalPrompt,
+        typer.Option(
+            "--objhal-prompt",
+            help="Object HalBench extraction prompt: RLHF-V's text, or the same without its <image> marker "
+            "(for a LLaVA judge served by `transformers serve`, which rejects the marker)",
+        ),
+    ] = ObjHalPrompt.official,
     objhal_prompt_file: Annotated[
         Path | None,
-        typer.Option("--objhal-prompt-file", help="Object HalBench extraction prompt ({question}, {answer})"),
+        typer.Option(
+            "--objhal-prompt-file", help="Object HalBench extraction prompt file ({question}, {answer})"
+        ),
     ] = None,
     drop_failed: Annotated[
         bool, typer.Option("--drop-failed", help="LLaVA-Bench: leave unparsable reviews out of the means")
@@ -97,6 +113,7 @@ def eval_command(
         runs=runs,
         prompt_file=prompt_file,
         objhal_prompt_file=objhal_prompt_file,
+        objhal_prompt=objhal_prompt.value,
         drop_failed=drop_failed,
         extract=extract.value,
         generation=GenerationSettings(max_new_tokens=max_new_tokens, batch_size=batch_size),
@@ -125,10 +142,19 @@ def _headline(metrics: dict) -> str:
 def report_command(
     run_dirs: Annotated[list[Path], typer.Argument(help="run folders written by eval (--out)")],
     to: Annotated[Path, typer.Option("--to", help="Markdown file to write")] = Path("report.md"),
+    paper_13b: Annotated[
+        bool, typer.Option("--paper-13b", help="also show the paper's LLaVA-1.5-13B rows")
+    ] = False,
+    paper_ablation: Annotated[
+        bool,
+        typer.Option(
+            "--paper-ablation", help="also show the paper's Table 4 (self-generated vs image-weakened, 7B)"
+        ),
+    ] = False,
 ) -> None:
-    """Print and write a Markdown table of runs shaped like the BPO paper's Table 2."""
+    """Print and write a Markdown table of runs shaped like the BPO paper's Table 2, with the paper's rows."""
     try:
-        text = write_report(run_dirs, to)
+        text = write_report(run_dirs, to, paper_13b, paper_ablation)
     except EvalError as err:
         _fail(str(err))
     typer.echo(text)

@@ -11,9 +11,8 @@ counts fully in each of its capabilities), per capability *integration* (the exa
 item's capabilities) likewise, and the total over all items; ×100, averaged over ``runs``, with
 the population std of the run totals, rounded as the official script rounds.
 
-The default prompt is this project's own wording of the official one (same rules, seven worked
-rows: five on an equation whose answer is ``-1 <AND> -5``, two on explaining a meme); pass the
-official text with ``prompt_file`` for numbers comparable to published ones.
+The prompt is the official evaluator's few-shot text, verbatim (``resources/mmvet_grader_prompt.txt``,
+see its NOTICE.md); ``prompt_file`` replaces it with another text.
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from trainer_min.eval import common
+import trainer_min.eval.common as common
 from trainer_min.eval.answer import Question, image_file
 from trainer_min.eval.errors import EvalError
 from trainer_min.eval.judge import Judge, JudgeRequest, ask_until_parsed
@@ -89,7 +88,7 @@ def questions(items: Sequence[MMVetItem], data_dir: Path) -> list[Question]:
 
 
 def load_prompt(prompt_file: Path | None) -> str:
-    """The grader prompt: the file's text verbatim, or this project's default wording."""
+    """The grader prompt: the file's text verbatim, or the official evaluator's."""
     return common.load_prompt(prompt_file, "mmvet_grader_prompt.txt", "--prompt-file")
 
 

@@ -1,16 +1,20 @@
-"""Object HalBench: CHAIR on detailed descriptions of 300 COCO val2014 images (RLHF-V / RLAIF-V).
+"""Object HalBench: CHAIR on detailed descriptions of 300 COCO val2014 images, counted as RLHF-V counts.
 
-Ground truth per image is its COCO instance annotations ∪ the COCO objects its five COCO captions
-name, read from the user's ``instances_val2014.json`` and ``captions_val2014.json``. The objects a
-response names come either from the judge (``extract="judge"``, RLHF-V's method: the judge lists,
-as a JSON list, the objects the answer explicitly mentions, names without attributes; an answer of
-3 words or fewer gets an empty list without a call) or from the CHAIR rules on the response text
-(``extract="rules"``, no judge). Metrics, as RLHF-V's eval_gpt_obj_halbench.py computes them:
+The official scorer is class ``CHAIR`` of RLHF-V's / RLAIF-V's ``eval/eval_gpt_obj_halbench.py``;
+how it reads objects out of text lives in :mod:`bpo_data.coco_objects`. Ground truth per image is
+its COCO instance annotations ∪ the COCO objects its COCO captions name, read by the official
+free-text reader, from the user's ``instances_val2014.json`` and ``captions_val2014.json``. A
+response is the model's answer with "Assistant:" removed and stripped, as the official loader
+does. Its objects come either from the judge (``extract="judge"``, the official method: the judge
+lists the objects the answer mentions, as a JSON list, with RLHF-V's extraction prompt; an answer of
+3 words or fewer gets an empty list without a call; each name is post-processed into objects as the
+official code does, see ``CocoVocabulary.names_to_objects``) or from the free-text reader
+(``extract="rules"``, no judge). Metrics, as the official ``compute_chair``:
 
 - ``chair_s``: responses with at least one hallucinated object / all responses;
-- ``resp`` (the paper's "Resp."; CHAIRs_refine there): the same over responses naming ≥1 COCO object;
-- ``obj`` (the paper's "Obj."; CHAIRi): hallucinated mentions / all mentions;
-- ``recall``: correctly named classes (distinct per response) / ground-truth classes.
+- ``resp`` (the paper's "Resp."; ``CHAIRs_refine`` there): the same over responses naming ≥1 COCO object;
+- ``obj`` (the paper's "Obj."; ``CHAIRi``): hallucinated mentions / all mentions;
+- ``recall``: correctly named classes (distinct per response) / ground-truth classes (per response).
 
 All are percentages. A response whose extraction still fails after a few tries is left out of
 every metric and counted in ``extraction_failures`` (the official script would stop there).
@@ -30,9 +34,10 @@ from typing import Any
 
 from PIL import Image, ImageOps
 
+import trainer_min.eval.common as common
 from bpo_data.coco_objects import CocoVocabulary, Mention, coco_vocabulary
-from trainer_min.eval import common
-from trainer_min.eval.answer import MAX_IMAGE_PIXELS, Question, image_file
+from bpo_data.recipe import DEFAULT_MAX_PIXELS
+from trainer_min.eval.answer import Question, image_file
 from trainer_min.eval.errors import EvalError
 from trainer_min.eval.judge import Judge, JudgeRequest, ask_until_parsed
 
@@ -43,6 +48,21 @@ EXTRACT_TEMPERATURE = 0.2
 EXTRACT_MAX_TOKENS = 512
 EXTRACT_TRIES = 5
 SHORT_ANSWER_WORDS = 3
+PROMPT_FILE = "objhal_extraction_prompt.txt"
+OFFICIAL = "official"
+# RLHF-V's prompt puts "<image> " before the question. A multimodal judge such as a LLaVA served by
+# `transformers serve` reads that marker as an image slot and fails the request (HTTP 500); without
+# it the text is otherwise RLHF-V's.
+NO_IMAGE_TAG = "no-image-tag"
+IMAGE_TAG = "<image> "
+PROMPT_VARIANTS = (OFFICIAL, NO_IMAGE_TAG)
+RULES_READER = (
+    "official caption_to_words: nltk word_tokenize (3.8.1 rules) + WordNet 3.0 noun lemmas, two-word merges"
+)
+NAMES_READER = (
+    "official get_pred_objs_match, with TextBlob's Pattern tagger and spaCy's English noun rules on "
+    "WordNet 3.0 in place of spaCy en_core_web_trf"
+)
 _JSON_BLOCK = re.compile(r"```json\n(.*?)\n```", re.DOTALL)
 
 
@@ -92,7 +112,7 @@ def _base64_image(data: str, where: str):
     def load() -> Image.Image:
         try:
             with Image.open(io.BytesIO(base64.b64decode(data))) as image:
-                if image.width * image.height > MAX_IMAGE_PIXELS:
+                if image.width * image.height > DEFAULT_MAX_PIXELS:
                     raise EvalError(
                         f"{where}: the image has {image.width}x{image.height} pixels, too many to decode"
                     )
@@ -131,13 +151,21 @@ def load_ground_truth(data_dir: Path, vocabulary: CocoVocabulary, image_ids: set
     return ground_truth(vocabulary, instances, captions, image_ids)
 
 
-def load_prompt(prompt_file: Path | None) -> str:
-    """The extraction prompt (``{question}`` and ``{answer}`` are filled in): a file verbatim, or ours."""
-    return common.load_prompt(prompt_file, "objhal_extraction_prompt.txt", "--objhal-prompt-file")
+def load_prompt(prompt_file: Path | None, variant: str = OFFICIAL) -> str:
+    """The extraction prompt (``{question}`` and ``{answer}`` are filled in): a file verbatim, else
+    RLHF-V's text (``official``), or RLHF-V's text without its ``<image>`` marker (``no-image-tag``)."""
+    if prompt_file is not None:
+        return common.load_prompt(prompt_file, PROMPT_FILE, "--objhal-prompt-file")
+    if variant not in PROMPT_VARIANTS:
+        raise EvalError(f"--objhal-prompt must be one of {', '.join(PROMPT_VARIANTS)}, got {variant!r}")
+    text = common.resource_text(PROMPT_FILE)
+    return text.replace(IMAGE_TAG, "") if variant == NO_IMAGE_TAG else text
 
 
 def parse_object_list(text: str) -> list[Any] | None:
-    """A JSON list from the whole reply, a ```json block, or the reply's last line; else None."""
+    """A JSON list from the whole reply (RLHF-V's parser), a ```json block (RLAIF-V's), or the reply's
+    last line (both); else None, and the judge is asked again. The official parsers would also take
+    a JSON value that is not a list, which then fails later: here it is asked again too."""
     candidates = [text.strip()]
     block = _JSON_BLOCK.search(text)
     if block:
@@ -153,24 +181,37 @@ def parse_object_list(text: str) -> list[Any] | None:
     return None
 
 
+def caption(answer: str) -> str:
+    """The response as the official loader reads an answer file: "Assistant:" removed, stripped."""
+    return answer.replace("Assistant:", "").strip()
+
+
+@dataclass(frozen=True)
+class Extraction:
+    """What the judge listed for one response, and the objects the official post-processing makes of it."""
+
+    names: list[Any]
+    objects: list[str]
+
+
 def extract_with_judge(
     items: Sequence[ObjHalItem],
-    answers: dict[str, str],
+    captions: dict[str, str],
     judge: Judge,
     template: str,
     vocabulary: CocoVocabulary,
-) -> tuple[list[list[Mention] | None], list[list[Any] | None]]:
-    """(COCO mentions per response or None where extraction failed, the judge's raw lists)."""
-    extracted: dict[str, list[Any] | None] = {}
+) -> list[Extraction | None]:
+    """Per response, the judge's names and their objects, or None where extraction failed."""
+    names: dict[str, list[Any] | None] = {}
     pending = []
     for item in items:
-        if len(answers[item.id].strip().split()) <= SHORT_ANSWER_WORDS:
-            extracted[item.id] = []
+        if len(captions[item.id].strip().split()) <= SHORT_ANSWER_WORDS:
+            names[item.id] = []
         else:
             pending.append(item)
 
     def request(item: ObjHalItem, attempt: int) -> JudgeRequest:
-        prompt = _extraction_prompt(template, item.question, answers[item.id])
+        prompt = template.replace("{question}", item.question).replace("{answer}", captions[item.id])
         return JudgeRequest(
             messages=[{"role": "system", "content": prompt}],
             temperature=EXTRACT_TEMPERATURE,
@@ -179,33 +220,29 @@ def extract_with_judge(
         )
 
     replies = ask_until_parsed(judge, pending, request, parse_object_list, EXTRACT_TRIES)
-    extracted.update((item.id, reply.value) for item, reply in zip(pending, replies))
-    raw = [extracted[item.id] for item in items]
-    mentions = [None if names is None else vocabulary.mentions_in_names(names) for names in raw]
-    return mentions, raw
-
-
-def _extraction_prompt(template: str, question: str, answer: str) -> str:
-    return template.replace("{question}", question).replace("{answer}", answer)
+    names.update((item.id, reply.value) for item, reply in zip(pending, replies))
+    listed = [names[item.id] for item in items]
+    return [
+        None if found is None else Extraction(found, vocabulary.names_to_objects(found)) for found in listed
+    ]
 
 
 def chair(
     items: Sequence[ObjHalItem],
-    answers: dict[str, str],
+    captions: dict[str, str],
     mentions: Sequence[list[Mention] | None],
     truth: dict[int, set[str]],
-    extracted: Sequence[list[Any] | None] | None = None,
+    extractions: Sequence[Extraction | None] | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """(metrics, per-response details); responses whose extraction failed are left out.
-
-    ``extracted``: the judge's lists, recorded in the details beside the COCO objects they gave."""
+    """(metrics, per-response details) of the official ``compute_chair``; responses whose extraction
+    failed (``mentions`` None) are left out. ``extractions`` go into the details when given."""
     responses = coco_responses = hallucinated_responses = 0
     mention_count = hallucinated_mentions = recalled = truth_count = words = 0
     details = []
     for index, (item, found) in enumerate(zip(items, mentions)):
         if found is None:
             continue
-        answer = answers[item.id]
+        text = captions[item.id]
         objects = truth[item.image_id]
         hallucinated = [m for m in found if m.cls not in objects]
         correct = {m.cls for m in found if m.cls in objects}
@@ -216,17 +253,18 @@ def chair(
         hallucinated_mentions += len(hallucinated)
         recalled += len(correct)
         truth_count += len(objects)
-        words += len(answer.strip().split(" "))
+        words += len(text.strip().split(" "))
         detail = {
             "image_id": item.image_id,
             "question": item.question,
-            "caption": answer,
+            "caption": text,
             "mscoco_gt_words": sorted(objects),
             "mscoco_generated_words": [[m.word, m.cls] for m in found],
             "mscoco_hallucinated_words": [[m.word, m.cls] for m in hallucinated],
         }
-        if extracted is not None:
-            detail["extracted"] = extracted[index]
+        extraction = extractions[index] if extractions is not None else None
+        if extraction is not None:
+            detail.update(extracted=extraction.names, objects=extraction.objects)
         details.append(detail)
     metrics = {
         "responses": responses,
@@ -258,6 +296,10 @@ def score(
     prompt: str,
 ) -> dict[str, Any]:
     """Extract objects, compute CHAIR against the COCO ground truth, write answers and details."""
+    if extract not in ("judge", "rules"):
+        raise EvalError(f"--extract must be judge or rules, got {extract!r}")
+    if extract == "judge" and judge is None:
+        raise EvalError("--extract judge needs --judge-model; use --extract rules to score without a judge")
     vocabulary = coco_vocabulary()
     truth = load_ground_truth(data_dir, vocabulary, {item.image_id for item in items})
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -265,19 +307,22 @@ def score(
         out_dir / "answers.jsonl",
         ({"image_id": i.image_id, "question": i.question, "answer": answers[i.id]} for i in items),
     )
+    captions = {item.id: caption(answers[item.id]) for item in items}
+    extractions = None
     if extract == "judge":
-        if judge is None:
-            raise EvalError(
-                "--extract judge needs --judge-model; use --extract rules to score without a judge"
-            )
-        mentions, extracted = extract_with_judge(items, answers, judge, prompt, vocabulary)
-    elif extract == "rules":
-        mentions, extracted = [vocabulary.mentions(answers[item.id]) for item in items], None
+        extractions = extract_with_judge(items, captions, judge, prompt, vocabulary)
+        mentions = [None if e is None else vocabulary.object_mentions(e.objects) for e in extractions]
     else:
-        raise EvalError(f"--extract must be judge or rules, got {extract!r}")
-    metrics, details = chair(items, answers, mentions, truth, extracted)
+        mentions = [vocabulary.mentions(captions[item.id]) for item in items]
+    metrics, details = chair(items, captions, mentions, truth, extractions)
     failed = [item.image_id for item, found in zip(items, mentions) if found is None]
-    metrics.update(extract=extract, items=len(items), extraction_failures=len(failed))
+    metrics.update(
+        extract=extract,
+        reader=NAMES_READER if extract == "judge" else RULES_READER,
+        truth_reader=RULES_READER,
+        items=len(items),
+        extraction_failures=len(failed),
+    )
     report = {"overall_metrics": metrics, "sentences": details, "extraction_failed_image_ids": failed}
     common.write_json(out_dir / "hallucinations.json", report)
     return metrics

@@ -1,9 +1,11 @@
-"""``bpo-train report``: run folders side by side in the shape of the BPO paper's Table 2.
+"""``bpo-train report``: run folders side by side in the shape of the BPO paper's Table 2, and its rows.
 
 Columns: MM-Vet per capability and total, Object HalBench Resp. and Obj. (lower is better) and
-LLaVA-Bench in-the-wild overall; one row per run folder, then the paper's reference rows
-(``resources/paper_table2.json``; a cell the paper's text could not confirm shows "–"). The notes
-under the table say what each number rests on: judge, dates, runs, failures, extraction mode.
+LLaVA-Bench in-the-wild overall; one row per run folder, then the paper's rows for LLaVA-1.5-7B,
+its SFT baseline and BPO (``resources/paper_tables.json``: Tables 2, 3 and 4 of Pi et al. 2024 as
+published; the SFT rows come from Table 3, which has MM-Vet only), the 13B rows with
+``include_13b``, Table 4's negative-source ablation with ``include_ablation``. The notes under the
+table say what each number rests on: judge, dates, prompts, runs, failures, how objects were read.
 """
 
 from __future__ import annotations
@@ -84,12 +86,20 @@ def _mmvet(row: Row, results: dict[str, Any], metrics: dict[str, Any]) -> None:
         row.values[capability] = _number(value)
     runs = metrics["runs"]
     row.values["total"] = _number(metrics["total"]) + (f" ± {metrics['std']:.1f}" if runs > 1 else "")
-    prompt = results.get("settings", {}).get("prompt", "builtin")
-    prompt_note = "this project's grader wording" if prompt == "builtin" else f"grader prompt {prompt}"
     row.notes.append(
-        f"MM-Vet: {metrics['items']} items, {runs} run(s), {prompt_note}, {_judge_note(results)}, "
+        f"MM-Vet: {metrics['items']} items, {runs} run(s), {_prompt_note(results, 'grader')}, "
+        f"{_judge_note(results)}, "
         f"{metrics.get('scored_zero_unparsable', 0)} grade(s) unparsable after five tries (scored 0)"
     )
+
+
+def _prompt_note(results: dict[str, Any], what: str) -> str:
+    prompt = results.get("settings", {}).get("prompt", "official")
+    if prompt == "official":
+        return f"official {what} prompt"
+    if prompt == "builtin":  # results written before the official texts became the defaults
+        return f"this project's own {what} wording (not the official text)"
+    return f"{what} prompt {prompt}"
 
 
 def _llava_bench(row: Row, results: dict[str, Any], metrics: dict[str, Any]) -> None:
@@ -104,7 +114,10 @@ def _llava_bench(row: Row, results: dict[str, Any], metrics: dict[str, Any]) -> 
 def _objhal(row: Row, results: dict[str, Any], metrics: dict[str, Any]) -> None:
     row.values["resp"] = _number(metrics["resp"])
     row.values["obj"] = _number(metrics["obj"])
-    how = _judge_note(results) if metrics["extract"] == "judge" else "rule-based extraction"
+    if metrics["extract"] == "judge":
+        how = f"objects extracted by {_judge_note(results)}, {_prompt_note(results, 'extraction')}"
+    else:
+        how = "objects read from the text by the official rules"
     row.notes.append(
         f"Object HalBench: {metrics['responses']} of {metrics['items']} responses scored "
         f"({metrics['extraction_failures']} extraction failures), {how}, "
@@ -112,16 +125,33 @@ def _objhal(row: Row, results: dict[str, Any], metrics: dict[str, Any]) -> None:
     )
 
 
-def reference_rows() -> tuple[list[Row], str]:
-    """The paper's rows (cells it could not confirm stay empty) and their source line."""
-    table = json.loads(resource_text("paper_table2.json"))
-    rows = [Row(r["name"], {k: _number(v) for k, v in r["values"].items()}) for r in table["rows"]]
-    return rows, table["source"]
+# (table, row) of the paper shown by default, then with include_13b, then with include_ablation.
+_PAPER_7B = (("table2", "LLaVA1.5-7B"), ("table3", "LLaVA1.5-7B-SFT"), ("table2", "LLaVA1.5-7B-BPO"))
+_PAPER_13B = (("table2", "LLaVA1.5-13B"), ("table3", "LLaVA1.5-13B-SFT"), ("table2", "LLaVA1.5-13B-BPO"))
+_PAPER_ABLATION = (("table4", "Self-generated"), ("table4", "Image-Weakened"))
+_TABLE_NUMBERS = {"table2": "Table 2", "table3": "Table 3", "table4": "Table 4, 7B"}
 
 
-def render(runs: list[Row]) -> str:
+def reference_rows(include_13b: bool = False, include_ablation: bool = False) -> tuple[list[Row], str]:
+    """The paper's rows (a cell the paper leaves empty shows –) and their source line."""
+    paper = json.loads(resource_text("paper_tables.json"))
+    chosen = [*_PAPER_7B]
+    if include_13b:
+        chosen += _PAPER_13B
+    if include_ablation:
+        chosen += _PAPER_ABLATION
+    rows = []
+    for table, name in chosen:
+        columns = paper["tables"][table]["columns"]
+        values = paper["tables"][table]["rows"][name]
+        cells = {column: _number(value) for column, value in zip(columns, values) if value is not None}
+        rows.append(Row(f"{name} (paper, {_TABLE_NUMBERS[table]})", cells))
+    return rows, paper["source"]
+
+
+def render(runs: list[Row], include_13b: bool = False, include_ablation: bool = False) -> str:
     """The Markdown table, then one line of notes per run."""
-    references, source = reference_rows()
+    references, source = reference_rows(include_13b, include_ablation)
     header = ["Model", *(title for _, title in COLUMNS)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in [*runs, *references]:
@@ -129,17 +159,14 @@ def render(runs: list[Row]) -> str:
     lines.append("")
     for row in runs:
         lines.append(f"- **{row.name}**: " + "; ".join(row.notes) + ".")
-    lines.append(f"- Reference rows: {source}.")
-    if any(len(r.values) < len(COLUMNS) for r in references):
-        lines.append(
-            f"- {MISSING} in a reference row: that number could not be confirmed from the paper's text; "
-            "add it to trainer_min/eval/resources/paper_table2.json."
-        )
+    lines.append(f"- Paper rows: {source}, as published; {MISSING}: not in that table.")
     return "\n".join(lines) + "\n"
 
 
-def write_report(run_dirs: list[Path], to: Path) -> str:
-    text = render([load_run(Path(d)) for d in run_dirs])
+def write_report(
+    run_dirs: list[Path], to: Path, include_13b: bool = False, include_ablation: bool = False
+) -> str:
+    text = render([load_run(Path(d)) for d in run_dirs], include_13b, include_ablation)
     to.parent.mkdir(parents=True, exist_ok=True)
     to.write_text(text, encoding="utf-8")
     return text

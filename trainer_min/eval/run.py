@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainer_min.eval import llava_bench, mmvet, objhal
+import trainer_min.eval.llava_bench as llava_bench
+import trainer_min.eval.mmvet as mmvet
+import trainer_min.eval.objhal as objhal
 from trainer_min.eval.answer import AnswerSource, GenerationSettings
 from trainer_min.eval.common import write_json
 from trainer_min.eval.errors import EvalError
@@ -41,6 +43,7 @@ class EvalOptions:
     runs: int = 1
     prompt_file: Path | None = None
     objhal_prompt_file: Path | None = None
+    objhal_prompt: str = "official"
     drop_failed: bool = False
     extract: str = "judge"
     generation: GenerationSettings = field(default_factory=GenerationSettings)
@@ -107,7 +110,7 @@ def _run_one(
         items = mmvet.load_items(data)
         answers, generation = source.answers(mmvet.questions(items, data), store)
         prompt = mmvet.load_prompt(options.prompt_file)
-        settings = {"runs": options.runs, **_prompt_record(options.prompt_file, prompt)}
+        settings = {"runs": options.runs, **_prompt_record(options.prompt_file, "official", prompt)}
         metrics = mmvet.score(items, answers, judge, prompt, options.runs, out)
     elif benchmark == "llava-bench":
         items = llava_bench.load_items(data)
@@ -118,11 +121,12 @@ def _run_one(
     else:
         items = objhal.load_items(data)
         answers, generation = source.answers(objhal.questions(items, data), store)
-        prompt = objhal.load_prompt(options.objhal_prompt_file)
+        prompt = objhal.load_prompt(options.objhal_prompt_file, options.objhal_prompt)
         settings = {"extract": options.extract}
         if options.extract == "judge":
-            settings.update(_prompt_record(options.objhal_prompt_file, prompt))
+            settings.update(_prompt_record(options.objhal_prompt_file, options.objhal_prompt, prompt))
         metrics = objhal.score(items, answers, data, out, options.extract, judge, prompt)
+        settings.update(reader=metrics["reader"], truth_reader=metrics["truth_reader"])
     uses_judge = benchmark != "objhal" or options.extract == "judge"
     results = {
         "benchmark": benchmark,
@@ -145,8 +149,9 @@ def _run_one(
     return results
 
 
-def _prompt_record(path: Path | None, prompt: str) -> dict[str, str]:
+def _prompt_record(path: Path | None, builtin: str, prompt: str) -> dict[str, str]:
+    """Which prompt the judge got: a file's path, or the name of the bundled text; and its digest."""
     return {
-        "prompt": str(path) if path is not None else "builtin",
+        "prompt": str(path) if path is not None else builtin,
         "prompt_sha256": hashlib.sha256(prompt.encode("utf-8")).hexdigest(),
     }

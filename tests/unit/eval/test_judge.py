@@ -1,15 +1,13 @@
 """The cached judge over real HTTP: replays make no call, tags separate deliberate repeats, failures
-are reported after the successes are cached, keys stay secret; and once against `transformers serve`."""
+are reported after the successes are cached, keys stay secret."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-from support.eval_data import build_mmvet
-from support.servers import error, ok, scripted_server, transformers_serve
+from support.servers import error, ok, scripted_server
 
-from trainer_min.eval import mmvet
 from trainer_min.eval.errors import EvalError
 from trainer_min.eval.judge import Judge, JudgeError, JudgeRequest
 
@@ -116,26 +114,3 @@ def test_openai_without_a_key_says_which_variable_to_set(tmp_path, monkeypatch):
     judge = Judge("gpt-4o", tmp_path / "c.jsonl")
     with pytest.raises(EvalError, match="OPENAI_API_KEY.*--judge-base-url"):
         judge.complete([ask("a")])
-
-
-@pytest.mark.slow
-def test_mmvet_grading_over_transformers_serve(smoke_model_dir, tmp_path):
-    """Wire compatibility only: the smoke model answers noise, so a grade is parsed or 0 after five tries."""
-    items = mmvet.load_items(build_mmvet(tmp_path / "mm-vet"))[:1]
-    with transformers_serve(smoke_model_dir) as url:
-        judge = Judge(str(smoke_model_dir), tmp_path / "cache.jsonl", base_url=url, concurrency=1)
-        try:
-            metrics = mmvet.score(
-                items, {"v1_0": "a cat"}, judge, mmvet.load_prompt(None), 1, tmp_path / "out"
-            )
-        finally:
-            judge.close()
-    grade = json.loads((tmp_path / "out" / "grades.json").read_text())["v1_0"]
-    [tries], [parsed], [score] = grade["tries"], grade["parsed"], grade["score"]
-    assert judge.stats.calls == tries and 1 <= tries <= len(mmvet.TEMPERATURES)
-    assert isinstance(grade["content"][0], str)
-    if parsed:
-        assert score == mmvet.parse_correctness(grade["content"][0])
-    else:
-        assert tries == len(mmvet.TEMPERATURES) and score == 0.0 and metrics["scored_zero_unparsable"] == 1
-    assert metrics["total"] == pytest.approx(score * 100, abs=0.05)

@@ -93,12 +93,24 @@ def test_grader_message_and_sampling_follow_the_official_layout(items, tmp_path)
     assert body["temperature"] == 0.0 and body["max_tokens"] == 3
 
 
-def test_default_prompt_has_seven_worked_rows():
-    rows = [line for line in mmvet.load_prompt(None).splitlines() if line.count(" | ") == 3]
+def test_default_prompt_is_the_official_few_shot_text(items, tmp_path):
+    prompt = mmvet.load_prompt(None)
+    assert prompt.startswith(
+        "Compare the ground truth and prediction from AI models, to give a correctness score"
+    )
+    rows = [line for line in prompt.splitlines() if line.count(" | ") == 3]
     worked = rows[2:]  # after the header and the --- line
-    assert len(worked) == 7
-    assert sum("-1 <AND> -5" in row for row in worked) == 5
-    assert sum("meme" in row for row in worked) == 2
+    assert len(worked) == 7 and sum("-1 <AND> -5" in row for row in worked) == 5
+    assert "What is x in the equation? | -1 <AND> -5 | x = -5 or 5 | 0.5" in worked
+    assert sum("Iceland and Greenland" in row for row in worked) == 2
+    script = Scripted({key: ["0.5"] for key in PREDICTIONS})
+    with scripted_server(script) as server:
+        run_score(items, server.url, tmp_path)
+    [body] = script.seen["v1_0"]
+    # The official string ends in a newline and the evaluator adds one more before the item's row.
+    assert body["messages"][0]["content"].endswith(
+        "actual physical characteristics. | 1.0\n\nQ0: what animal is shown? | cat | prediction 0 | "
+    )
 
 
 @pytest.mark.parametrize(
