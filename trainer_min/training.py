@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bpo_data.versions import installed
 from trainer_min.data import DataError, as_sft, describe, load_pairs, select_pairs
 from trainer_min.load import ADAPTER_CONFIG, RUN_RECORD
 from trainer_min.lora import lora_config, upcast_trainable
@@ -30,8 +31,7 @@ if TYPE_CHECKING:
     )
     from trl import ModelConfig
 
-    from bpo_data.versions import installed
-from trainer_min.config import BPOScriptArguments
+    from trainer_min.config import BPOScriptArguments
 
 PACKAGES = ("bpo-data", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "deepspeed")
 
