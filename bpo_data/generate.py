@@ -27,16 +27,8 @@ from bpo_data.inject.negatives import InjectedNegatives, RulesRewriter
 from bpo_data.jsonl import count_lines
 from bpo_data.manifest import check_manifest, write_manifest
 from bpo_data.pipeline import Step, ThresholdFilter, run_steps
-from bpo_data.pipeline.steps import (
-    LoadImages,
-    MakeNegatives,
-    NegativeMaker,
-    ReadUnits,
-    Sample,
-    Shard,
-    SkipDone,
-    Write,
-)
+from bpo_data.pipeline.make import MakeNegatives, NegativeMaker
+from bpo_data.pipeline.steps import LoadImages, ReadUnits, Sample, Shard, SkipDone, Write
 from bpo_data.recipe import Recipe, RecipeError, SourceSpec
 from bpo_data.sampling import bottom_k, negative_types
 from bpo_data.schema import NegativeType, Reject, Unit, pair_key

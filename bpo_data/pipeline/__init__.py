@@ -1,6 +1,7 @@
 """A shard's pipeline: a readable list of small steps (see ``bpo_data.generate``), each with its stats.
 
-``steps`` holds read → sample → shard → skip done → load images → make negatives → write;
+``steps`` holds read → shard → sample → skip done → load images → write, ``make`` the step that makes
+negatives;
 ``filters`` the steps a recipe (or the Python API) adds between making and writing.
 """
 
