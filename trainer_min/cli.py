@@ -7,21 +7,45 @@ live in ``trainer_min.eval`` and are registered here as `bpo-train eval` and `bp
 imports this module.
 """
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from trainer_min.eval.cli import eval_command, report_command
+from trainer_min.errors import GuardedGroup, enable_debug, quiet_library_warnings
+from trainer_min.eval.cli import DebugFlag, VersionFlag, eval_command, report_command
 
 app = typer.Typer(
-    help="Train LLaVA-1.5 with LoRA DPO (BPO) or SFT on a bpo-data export; merge adapters; plot Figure 7.",
+    cls=GuardedGroup,
+    help="Train LLaVA-1.5 with LoRA DPO (BPO) or SFT on a bpo-data export; merge adapters; plot Figure 7; "
+    "run and report the paper's benchmarks.",
     no_args_is_help=True,
     add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 # The training commands take every argument as is (their --help is TRL's parser's, not click's).
 PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+
+
+class Dtype(str, Enum):
+    auto = "auto"
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+class ErrorBars(str, Enum):
+    std = "std"
+    sem = "sem"
+
+
+@app.callback()
+def main(version: VersionFlag = False, debug: DebugFlag = False) -> None:
+    """Every command: one `error:` line (exit code 2) for what the user can fix; no deprecation noise."""
+    enable_debug(debug)
+    quiet_library_warnings()
 
 
 @app.command("dpo", context_settings=PASS_THROUGH, add_help_option=False)
@@ -47,40 +71,41 @@ def merge(
     model: Annotated[
         str | None, typer.Option(help="Base model; default: the one named in the adapter's files.")
     ] = None,
-    dtype: Annotated[
-        str, typer.Option(help="auto (the base checkpoint's), float32, bfloat16 or float16.")
-    ] = "auto",
+    dtype: Annotated[Dtype, typer.Option(help="auto is the base checkpoint's own.")] = Dtype.auto,
 ) -> None:
-    """Fold an adapter into its base model: a plain LlavaForConditionalGeneration checkpoint."""
+    """Fold an adapter into its base model: a plain LlavaForConditionalGeneration checkpoint with a card."""
+    from trainer_min.hub import check_model
+    from trainer_min.load import base_model_of
     from trainer_min.merge import merge_adapter
 
-    try:
-        out = merge_adapter(adapter, to, model_id=model, dtype=dtype)
-    except (FileExistsError, FileNotFoundError, ValueError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from err
-    typer.echo(f"merged model and processor written to {out}")
+    base = model or base_model_of(adapter)
+    check_model(base, "--model" if model else f"the base model named in {adapter}")
+    out = merge_adapter(adapter, to, model_id=model, dtype=dtype.value)
+    typer.echo(out)
+    typer.echo(f"merged model, processor and model card written to {out}", err=True)
 
 
 @app.command()
 def plot(
     run_dirs: Annotated[
-        list[Path], typer.Argument(help="Run directories (their logprobs.csv), one panel each.")
+        list[Path], typer.Argument(help="Run directories (their logprobs.csv), one column of panels each.")
     ],
     to: Annotated[Path, typer.Option(help="PNG file to write.")],
-    bins: Annotated[int, typer.Option(help="Intervals of equally many logged steps.")] = 10,
-    error: Annotated[str, typer.Option(help="Error bars: std of the steps in an interval, or sem.")] = "std",
+    bins: Annotated[int, typer.Option(min=1, help="Intervals of equally many logged steps.")] = 10,
+    error: Annotated[
+        ErrorBars, typer.Option(help="Error bars: std of the steps in an interval, or sem.")
+    ] = ErrorBars.std,
 ) -> None:
-    """The paper's Figure 7: mean chosen/rejected log-prob per interval (DPO), ground truth (SFT)."""
+    """The paper's Figure 7: answer log-probs per interval, and DPO's reward margins and accuracies."""
     from trainer_min.plot import plot_runs
 
-    try:
-        out = plot_runs(run_dirs, to, bins=bins, error=error)
-    except (FileNotFoundError, ValueError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from err
-    typer.echo(f"wrote {out}")
+    out = plot_runs(run_dirs, to, bins=bins, error=error.value)
+    typer.echo(out)
 
 
 app.command("eval")(eval_command)
 app.command("report")(report_command)
+
+
+if __name__ == "__main__":  # python -m trainer_min.cli: the same as bpo-train
+    app()

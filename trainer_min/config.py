@@ -12,6 +12,7 @@ Importing this module imports TRL and transformers (seconds); ``trainer_min.dpo`
 import it only once a command has passed its cheap checks.
 """
 
+import argparse
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
@@ -21,6 +22,8 @@ from transformers.trainer_utils import SchedulerType
 from trl import DPOConfig, ModelConfig, SFTConfig, TrlParser
 
 from trainer_min.data import check_dataset_location, split_values
+from trainer_min.errors import UserError
+from trainer_min.hub import DEFAULT_MODEL
 
 PAPER = "paper (Pi et al. 2024, arXiv:2403.08730)"
 BPO_SCRIPT = "authors' scripts/finetune_bpo.sh"
@@ -40,7 +43,7 @@ def _paper(default: Any, source: str, help: str, **metadata: Any) -> Any:
     return field(default=default, metadata={"help": help_text, **metadata})
 
 
-class UsageError(ValueError):
+class UsageError(UserError, ValueError):
     """A setting that cannot be used; the message names the flag and what to do."""
 
 
@@ -96,7 +99,7 @@ class BPOModelConfig(ModelConfig):
     """TRL's ModelConfig with the paper's base model and LoRA; a LoRA adapter is always trained."""
 
     model_name_or_path: str = _paper(
-        "llava-hf/llava-1.5-7b-hf",
+        DEFAULT_MODEL,
         f"{PAPER}: LLaVA-1.5-7B",
         "Base LLaVA-1.5 model: a llava-hf id or a directory written by save_pretrained.",
         aliases=["--model"],
@@ -252,8 +255,23 @@ def default_sources(*configs: Any) -> dict[str, str]:
     return found
 
 
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """argparse's "(default: X)", except where the help text already says the default in words: a field
+    decided by the machine or by another flag would otherwise read "(default: None)"."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        help_text = action.help or ""
+        if "Default:" in help_text:
+            return help_text
+        return super()._get_help_string(action)
+
+
 class TrainingParser(TrlParser):
     """TrlParser whose errors are one line naming the flag (a UsageError), not argparse's usage dump."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _DefaultsFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # argparse calls this for a bad or missing flag
         raise UsageError(f"{message}; see `{self.prog} --help`")

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from bpo_data.hashing import stable_u64
 from bpo_data.schema import unit_key_of
+from trainer_min.errors import UserError
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -29,7 +30,7 @@ SUBSET_PURPOSE = "max_samples"
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """The dataset cannot be trained on as asked; the message names the dataset, column or flag, and a fix."""
 
 

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from transformers import TrainerCallback
 
+from trainer_min.errors import InputError
+
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
@@ -95,7 +97,7 @@ def read_log(run_dir: str | Path) -> tuple[str, list[dict[str, float]]]:
         header = tuple(csv.DictReader(handle).fieldnames or ())
     objective = next((name for name, columns in COLUMNS.items() if columns == header), None)
     if objective is None:
-        raise ValueError(f"{path} has the columns {list(header)}, not those of a DPO or SFT log")
+        raise InputError(f"{path} has the columns {list(header)}, not those of a DPO or SFT log")
     rows = [
         {k: float(v) if v not in ("", None) else math.nan for k, v in row.items()} for row in _read_rows(path)
     ]

@@ -1,8 +1,8 @@
 """Fold a trained adapter into its base model: a plain LLaVA checkpoint that any LLaVA loader reads.
 
-The merged directory holds the model, the processor and the run's ``training_config.json`` (with
-``merged_from`` added), so evaluation tools that know nothing of PEFT get the trained model and its
-provenance.
+The merged directory holds the model, the processor, the run's ``training_config.json`` (with
+``merged_from`` added) and a model card naming the base model and the data, so evaluation tools that know
+nothing of PEFT get the trained model and its provenance.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from trainer_min.card import write_model_card
 from trainer_min.load import RUN_RECORD, base_model_of, load_for_eval
 
 
@@ -31,4 +32,5 @@ def merge_adapter(
         "model": model_id or base_model_of(adapter_dir),
     }
     (to / RUN_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    write_model_card(to, {**record, "model": record["merged_from"]["model"]}, merged_from=str(adapter_dir))
     return to

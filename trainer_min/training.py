@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bpo_data.versions import installed
+from trainer_min.card import write_model_card
 from trainer_min.data import DataError, as_sft, describe, load_pairs, select_pairs
+from trainer_min.hub import ModelSourceError, check_dataset, check_model
 from trainer_min.load import ADAPTER_CONFIG, RUN_RECORD
 from trainer_min.lora import lora_config, upcast_trainable
 
@@ -33,6 +35,8 @@ if TYPE_CHECKING:
 
     from trainer_min.config import BPOScriptArguments
 
+# pip names of the trackers whose package is not called like the tracker
+TRACKER_PACKAGES = {"azure_ml": "azureml-core", "flyte": "flytekit"}
 PACKAGES = ("bpo-data", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "deepspeed")
 
 
@@ -59,12 +63,17 @@ def build(
 ) -> Run:
     """A TRL trainer for ``objective`` over the selected pairs, with the LoRA applied, ready to train.
 
-    Checks that need no model (the run directory, the checkpoint to resume, the data) come first.
+    Checks that need no model come first, cheapest first: the run directory, the checkpoint to resume, the
+    trackers, the model and dataset ids (one Hub request each at most), then the data and its filters.
     """
     from trainer_min.logprobs import LogProbLogger
 
-    check_output_dir(training_args)
+    check_output_dir(training_args.output_dir, training_args.resume_from_checkpoint)
     resume_from = resolve_checkpoint(training_args)
+    check_report_to(training_args.report_to)
+    check_eval_split(script_args, training_args)
+    check_model(model_args.model_name_or_path, "--model-name-or-path", model_args.model_revision)
+    check_dataset(script_args.dataset, "--dataset", script_args.dataset_revision)
     train_dataset, eval_dataset, data = prepare_data(objective, script_args, training_args)
     model, processor = load_model(model_args, training_args)
     trainer = trainer_class(
@@ -84,12 +93,7 @@ def prepare_data(
     objective: str, script_args: BPOScriptArguments, training_args: TrainingArguments
 ) -> tuple[Dataset, Dataset | None, dict[str, Any]]:
     """The selected pairs (prompt-completion rows for SFT), the eval split if asked, and their description."""
-    strategy = getattr(training_args.eval_strategy, "value", training_args.eval_strategy)
-    if strategy != "no" and script_args.eval_split is None:
-        raise DataError(
-            f"--eval-strategy {strategy} needs --eval-split, the split of --dataset to evaluate on "
-            "(or leave --eval-strategy at no)"
-        )
+    strategy = _eval_strategy(training_args)
 
     def pick(split: str, max_samples: int | None) -> tuple[Dataset, dict[str, Any]]:
         pairs = select_pairs(
@@ -109,6 +113,19 @@ def prepare_data(
         return train_rows, None, info
     eval_rows, info["eval"] = pick(script_args.eval_split, None)
     return train_rows, eval_rows, info
+
+
+def _eval_strategy(training_args: TrainingArguments) -> str:
+    return getattr(training_args.eval_strategy, "value", training_args.eval_strategy)
+
+
+def check_eval_split(script_args: BPOScriptArguments, training_args: TrainingArguments) -> None:
+    strategy = _eval_strategy(training_args)
+    if strategy != "no" and script_args.eval_split is None:
+        raise DataError(
+            f"--eval-strategy {strategy} needs --eval-split, the split of --dataset to evaluate on "
+            "(or leave --eval-strategy at no)"
+        )
 
 
 def weights_dtype(model_args: ModelConfig, training_args: TrainingArguments) -> str:
@@ -134,23 +151,45 @@ def load_model(
         )
         processor = AutoProcessor.from_pretrained(name, revision=model_args.model_revision)
     except OSError as err:
-        raise FileNotFoundError(
-            f"--model-name-or-path {name}: cannot load it ({err}). Give a llava-hf LLaVA-1.5 id "
-            "(llava-hf/llava-1.5-7b-hf) or a directory written by save_pretrained"
+        raise ModelSourceError(
+            f"--model-name-or-path {name}: cannot load it as a LLaVA model ({err}); give a LLaVA-1.5 "
+            "checkpoint: a llava-hf Hub id or a folder written by save_pretrained"
         ) from err
     return model, processor
 
 
-def check_output_dir(training_args: TrainingArguments) -> None:
+def check_output_dir(output_dir: str, resume_from_checkpoint: str | None) -> None:
     """Refuse to train a new run over a finished or started one, unless resuming it."""
-    out = Path(training_args.output_dir)
-    if training_args.resume_from_checkpoint is not None or not out.is_dir():
+    out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--output-dir {out} is a file; choose a folder")
+    if resume_from_checkpoint is not None or not out.is_dir():
         return
     if (out / ADAPTER_CONFIG).is_file() or any(out.glob("checkpoint-*")):
         raise FileExistsError(
             f"--output-dir {out} already holds a run (an adapter or checkpoints); add "
             "--resume-from-checkpoint last to continue it, or choose another --output-dir"
         )
+
+
+def check_report_to(report_to: Sequence[str] | None) -> None:
+    """Every tracker of --report-to is installed (transformers would say so only after the model loaded)."""
+    from transformers.integrations import INTEGRATION_TO_CALLBACK, get_available_reporting_integrations
+
+    from trainer_min.config import UsageError
+
+    available = set(get_available_reporting_integrations())
+    for name in report_to or ():
+        if name in ("none", "all"):
+            continue
+        if name not in INTEGRATION_TO_CALLBACK:
+            known = ", ".join(INTEGRATION_TO_CALLBACK)
+            raise UsageError(f"--report-to {name}: unknown tracker; choose from none, all, {known}")
+        if name not in available:
+            package = TRACKER_PACKAGES.get(name, name)
+            raise UsageError(
+                f"--report-to {name}: {package} is not installed; pip install {package} (or --report-to none)"
+            )
 
 
 def resolve_checkpoint(training_args: TrainingArguments) -> str | None:
@@ -184,6 +223,8 @@ def train(run: Run) -> Trainer:
     trainer.save_state()
     record.update(finished_at=_now(), global_step=trainer.state.global_step, train_loss=result.training_loss)
     _write_record(trainer, out, record)
+    if trainer.is_world_process_zero():
+        write_model_card(out, json.loads(json.dumps(record, default=str)))  # replaces TRL's card
     return trainer
 
 

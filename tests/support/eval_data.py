@@ -154,3 +154,34 @@ def build_objhal(
     (root / "annotations" / "instances_val2014.json").write_text(json.dumps(instances), encoding="utf-8")
     (root / "annotations" / "captions_val2014.json").write_text(json.dumps(captions), encoding="utf-8")
     return root
+
+
+def fake_model(folder: Path) -> Path:
+    """A folder that passes the model-source check (it has a config.json) but holds no weights: a run that
+    tried to load it would fail, so a test using it shows that no model was loaded."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text("{}", encoding="utf-8")
+    return folder
+
+
+def store_answers(
+    out: Path,
+    benchmark: str,
+    answers: dict[str, str],
+    model: str,
+    adapter: str | None = None,
+    max_new_tokens: int = 8,
+    batch_size: int = 8,
+) -> Path:
+    """``OUT/<benchmark>/model_answers.json`` as a run with these flags would have written it, so `eval`
+    reuses the answers instead of loading the model (the store's own identity and settings functions)."""
+    from trainer_min.eval.answer import AnswerSource, GenerationSettings
+
+    source = AnswerSource(
+        model, adapter, GenerationSettings(max_new_tokens=max_new_tokens, batch_size=batch_size)
+    )
+    path = out / benchmark / "model_answers.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {**source.identity(), "generation": source.record(), "answers": answers}
+    path.write_text(json.dumps(payload), encoding="utf-8")
+    return path

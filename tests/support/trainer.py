@@ -1,4 +1,5 @@
-"""Builders for the trainer tests: a real `bpo-data` export of drawn images, CPU settings for the tiny LLaVA.
+"""Builders for the trainer tests: a real `bpo-data` export of drawn images, CPU settings for the tiny LLaVA,
+and a recording loopback HTTP server (a Hub or a judge that answers as the real ones do).
 
 The export goes through the project's own writers (recipe manifest, shard store, `export_dataset`), so every
 trainer test reads the published schema exactly as a user's export has it.
@@ -6,6 +7,12 @@ trainer test reads the published schema exactly as a user's export has it.
 
 from __future__ import annotations
 
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -94,3 +101,64 @@ def load_base(model_dir: Path) -> tuple[Any, Any]:
 
     model = LlavaForConditionalGeneration.from_pretrained(model_dir).eval()
     return model, AutoProcessor.from_pretrained(model_dir)
+
+
+@dataclass
+class HttpCall:
+    method: str
+    path: str
+
+
+@dataclass
+class RecordingServer:
+    """A loopback HTTP server whose replies come from ``reply(method, path) -> (status, headers, body)``."""
+
+    url: str
+    calls: list[HttpCall] = field(default_factory=list)
+
+
+Reply = Callable[[str, str], tuple[int, dict[str, str], bytes]]
+
+
+@contextmanager
+def recording_server(reply: Reply) -> Iterator[RecordingServer]:
+    """Serve on 127.0.0.1 (any method); every request is recorded. For a Hub (``HF_ENDPOINT``) or a
+    judge's ``/v1/models`` that answer as the real ones do, status codes and error headers included."""
+    calls: list[HttpCall] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format, *args) -> None:
+            return
+
+        def _answer(self) -> None:
+            calls.append(HttpCall(self.command, self.path))
+            length = int(self.headers.get("content-length", 0) or 0)
+            if length:
+                self.rfile.read(length)
+            status, headers, body = reply(self.command, self.path)
+            self.send_response(status)
+            for name, value in {"Content-Length": str(len(body)), **headers}.items():
+                self.send_header(name, value)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        do_GET = do_HEAD = do_POST = _answer
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True).start()
+    try:
+        yield RecordingServer(f"http://127.0.0.1:{httpd.server_address[1]}", calls)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def closed_port_url() -> str:
+    """A loopback URL nothing listens on (connection refused)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"

@@ -24,6 +24,7 @@ from bpo_data.images import ImageError, load_image
 from bpo_data.recipe import DEFAULT_MAX_PIXELS, SamplingParams
 from trainer_min.eval.common import write_json
 from trainer_min.eval.errors import EvalError
+from trainer_min.eval.progress import ProgressBoard, Task, silent
 
 if TYPE_CHECKING:  # torch is imported only when answers are generated: scoring and reports do without it
     from bpo_data.engines.hf import LlavaRuntime
@@ -62,21 +63,21 @@ def image_file(root: Path, rel: str, where: str) -> Callable[[], Image.Image]:
     return load
 
 
-def load_runtime(model: str | None, adapter: str | None) -> LlavaRuntime:
+def load_runtime(model: str | None, adapter: str | None, device: str | None = None) -> LlavaRuntime:
     """The model to answer with: a base checkpoint, a trained LoRA adapter on its base, or both
     (``trainer_min.load_for_eval``), set up for batched generation with left padding."""
     from bpo_data.engines.hf import LlavaRuntime
     from trainer_min import load_for_eval
 
-    try:
-        loaded, processor = load_for_eval(model, adapter)
-    except (FileNotFoundError, ValueError) as err:
-        raise EvalError(str(err)) from err
+    loaded, processor = load_for_eval(model, adapter, device=device)
     return LlavaRuntime.from_loaded(model or str(adapter), loaded, processor)
 
 
 def generate(
-    runtime: LlavaRuntime, questions: Sequence[Question], settings: GenerationSettings
+    runtime: LlavaRuntime,
+    questions: Sequence[Question],
+    settings: GenerationSettings,
+    progress: Task | None = None,
 ) -> dict[str, str]:
     """Greedy answers by question id; batches of ``settings.batch_size`` with left padding."""
     from bpo_data.engines.hf import HFVisionEngine
@@ -94,17 +95,27 @@ def generate(
             if result.error is not None or result.text is None:
                 raise EvalError(f"generation failed for {question.id}: {result.error}")
             answers[question.id] = result.text
-        log.info("answered %d of %d", min(start + len(batch), len(questions)), len(questions))
+        if progress is not None:
+            progress.advance(len(batch))
     return answers
 
 
 class AnswerSource:
     """Loads the model once, on first need, for every benchmark of a run."""
 
-    def __init__(self, model: str | None, adapter: str | None, settings: GenerationSettings):
+    def __init__(
+        self,
+        model: str | None,
+        adapter: str | None,
+        settings: GenerationSettings,
+        device: str | None = None,
+        board: ProgressBoard | None = None,
+    ):
         self.model = model
         self.adapter = adapter
         self.settings = settings
+        self.device = device
+        self.board = board or silent()
         self._runtime: LlavaRuntime | None = None
 
     def record(self) -> dict[str, Any]:
@@ -129,16 +140,26 @@ class AnswerSource:
             "files": [_fingerprint(self.model), _fingerprint(self.adapter)],
         }
 
-    def answers(self, questions: Sequence[Question], store: Path) -> tuple[dict[str, str], dict[str, Any]]:
-        """(answers by id, generation record): reused from ``store`` when it matches, else generated."""
+    def stored(self, questions: Sequence[Question], store: Path) -> dict[str, Any] | None:
+        """``store``'s content when it holds this model's answers to all ``questions``, else None."""
         stored = _read_store(store)
         wanted = {q.id for q in questions}
         if stored is not None and self._matches(stored) and wanted <= stored["answers"].keys():
-            log.info("reusing the answers in %s", store)
+            return stored
+        return None
+
+    def answers(
+        self, questions: Sequence[Question], store: Path, name: str = "answers"
+    ) -> tuple[dict[str, str], dict[str, Any]]:
+        """(answers by id, generation record): reused from ``store`` when it matches, else generated."""
+        stored = self.stored(questions, store)
+        if stored is not None:
+            log.info("%s: reusing the %d answers in %s", name, len(questions), store)
             return {q.id: stored["answers"][q.id] for q in questions}, stored["generation"]
+        progress = self.board.task(f"{name}: answering", total=len(questions))
         if self._runtime is None:
-            self._runtime = load_runtime(self.model, self.adapter)
-        answers = generate(self._runtime, questions, self.settings)
+            self._runtime = load_runtime(self.model, self.adapter, self.device)
+        answers = generate(self._runtime, questions, self.settings, progress)
         record = self.record()
         store.parent.mkdir(parents=True, exist_ok=True)
         payload = {**self.identity(), "generation": record, "answers": answers}

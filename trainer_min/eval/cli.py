@@ -1,24 +1,29 @@
 """``eval`` and ``report``: the commands ``bpo-train`` registers, also run by ``python -m trainer_min.eval``.
 
-Both are plain typer-compatible functions, so any typer app can register them under any name.
+Both are plain typer-compatible functions, so any typer app can register them under any name; errors end
+them through the app's :class:`~trainer_min.errors.GuardedGroup` (one ``error:`` line, exit code 2). What
+a pipe wants (the results files, the report table) goes to stdout; progress and notes go to stderr, and
+the HTTP clients' per-request log lines are kept quiet.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from trainer_min.errors import EvalGroup, enable_debug, quiet_library_warnings
 from trainer_min.eval.answer import GenerationSettings
-from trainer_min.eval.errors import EvalError
+from trainer_min.eval.progress import ProgressBoard
 from trainer_min.eval.report import write_report
-from trainer_min.eval.run import BENCHMARKS, EvalOptions, run_eval
+from trainer_min.eval.run import BENCHMARKS, EvalOptions, all_failed, run_eval
 
-console = Console(stderr=True)
+# Libraries that log one line per HTTP request at INFO.
+QUIET_LOGGERS = ("httpx", "httpcore", "openai", "urllib3", "huggingface_hub")
 
 
 class Bench(str, Enum):
@@ -38,9 +43,45 @@ class Extract(str, Enum):
     rules = "rules"
 
 
-def _fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(2)
+class _Stderr(logging.Handler):
+    """Log lines on whatever ``sys.stderr`` is now (a live progress display moves them above itself)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(self.format(record), file=sys.stderr)
+
+
+def setup_logging() -> None:
+    """This project's notes at INFO on stderr; the root logger and the HTTP clients stay at WARNING."""
+    handler = _Stderr()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    for name in ("trainer_min", "bpo_data"):
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.INFO if name == "trainer_min" else logging.WARNING)
+        if not any(isinstance(h, _Stderr) for h in logger.handlers):
+            logger.addHandler(handler)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def show_version(value: bool) -> None:
+    """``--version``: the installed bpo-data's version."""
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"bpo-data {version('bpo-data')}")
+        except PackageNotFoundError:
+            typer.echo("bpo-data (not installed as a package)")
+        raise typer.Exit()
+
+
+# The options every command group takes (bpo-train, python -m trainer_min.eval).
+VersionFlag = Annotated[
+    bool, typer.Option("--version", is_eager=True, callback=show_version, help="Show the version and exit.")
+]
+DebugFlag = Annotated[
+    bool, typer.Option("--debug", help="Show the traceback of an expected error too (or set BPO_DEBUG=1).")
+]
 
 
 def eval_command(
@@ -76,8 +117,9 @@ def eval_command(
         ObjHalPrompt,
         typer.Option(
             "--objhal-prompt",
-            help="Object HalBench extraction prompt: RLHF-V's text, or the same without its <image> marker "
-            "(for a LLaVA judge served by `transformers serve`, which rejects the marker)",
+            help="Object HalBench extraction prompt. official: RLHF-V's text, for a text-only judge (GPT-4). "
+            "no-image-tag: the same text without its <image> marker, for a vision-language judge (a LLaVA "
+            "behind `transformers serve` answers HTTP 500 to the marker)",
         ),
     ] = ObjHalPrompt.official,
     objhal_prompt_file: Annotated[
@@ -96,10 +138,17 @@ def eval_command(
         int, typer.Option("--batch-size", min=1, help="questions per generation batch")
     ] = 8,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1)] = 1024,
+    limit: Annotated[
+        int | None,
+        typer.Option("--limit", min=1, help="answer and score the first N questions of each benchmark only"),
+    ] = None,
+    device: Annotated[
+        str, typer.Option("--device", help="where the model answers: auto (a GPU if any), cpu, cuda[:N], mps")
+    ] = "auto",
 ) -> None:
     """Answer benchmark questions with a model or trained adapter; score them as the official scripts do."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per judge call otherwise
+    setup_logging()
+    quiet_library_warnings()
     options = EvalOptions(
         benchmarks=list(BENCHMARKS) if bench is Bench.all else [bench.value],
         data=data,
@@ -117,17 +166,20 @@ def eval_command(
         drop_failed=drop_failed,
         extract=extract.value,
         generation=GenerationSettings(max_new_tokens=max_new_tokens, batch_size=batch_size),
+        limit=limit,
+        device=device,
     )
-    try:
-        results = run_eval(options)
-    except EvalError as err:
-        _fail(str(err))
+    with ProgressBoard() as board:
+        results = run_eval(options, board)
     for benchmark, result in results.items():
         where = out / benchmark / "results.json"
-        console.print(f"{benchmark}: {_headline(result['metrics'])} → {where}", soft_wrap=True)
+        typer.echo(f"{benchmark}: {_headline(result['metrics'])}  {where}")
 
 
 def _headline(metrics: dict) -> str:
+    failed = all_failed(metrics)
+    if failed:
+        return f"no score: {failed}"
     if "capabilities" in metrics:
         return f"total {metrics['total']}" + (f" ± {metrics['std']}" if metrics["runs"] > 1 else "")
     if "scores" in metrics:
@@ -153,14 +205,25 @@ def report_command(
     ] = False,
 ) -> None:
     """Print and write a Markdown table of runs shaped like the BPO paper's Table 2, with the paper's rows."""
-    try:
-        text = write_report(run_dirs, to, paper_13b, paper_ablation)
-    except EvalError as err:
-        _fail(str(err))
+    text = write_report(run_dirs, to, paper_13b, paper_ablation)
     typer.echo(text)
-    console.print(f"written to {to}")
+    typer.echo(f"written to {to}", err=True)
 
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Benchmarks of the BPO paper.")
+app = typer.Typer(
+    cls=EvalGroup,
+    add_completion=False,
+    no_args_is_help=True,
+    help="Benchmarks of the BPO paper.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback()
+def main(version: VersionFlag = False, debug: DebugFlag = False) -> None:
+    """MM-Vet, LLaVA-Bench in-the-wild and Object HalBench, scored as their official scripts score."""
+    enable_debug(debug)
+
+
 app.command("eval")(eval_command)
 app.command("report")(report_command)

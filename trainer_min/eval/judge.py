@@ -20,15 +20,24 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+import openai
+
 from bpo_data.engines.base import TextRequest
-from bpo_data.engines.openai_compat import OPENAI_BASE_URL, OpenAITextEngine, normalize_base_url
+from bpo_data.engines.openai_compat import (
+    OPENAI_BASE_URL,
+    PLACEHOLDER_KEY,
+    OpenAITextEngine,
+    normalize_base_url,
+)
 from bpo_data.jsonl import repair_tail
 from bpo_data.recipe import SamplingParams
 from trainer_min.eval.errors import EvalError
+from trainer_min.eval.progress import Task
 
 log = logging.getLogger(__name__)
 
 CACHE_FILE = "judge_cache.jsonl"
+CHECK_TIMEOUT_S = 10.0
 # Requests per engine batch: the cache is written after each, so an interrupted run loses little.
 _CHUNK = 64
 
@@ -106,8 +115,73 @@ class Judge:
         self.timeout_s = timeout_s
         self.cache_path = Path(cache_path)
         self.stats = JudgeStats()
+        self.progress: Task | None = None  # where complete() reports calls done, cached and failed
         self._cache = _load_cache(self.cache_path)
         self._engine: OpenAITextEngine | None = None
+
+    def check(self) -> None:
+        """Before any answer is generated: the key is there and the server answers one cheap request.
+
+        ``GET {base_url}/models``, no retries: a refused connection, an unknown host or a refused key is
+        an EvalError now rather than after hours of answering. A server without that route (404, 405)
+        is reachable, which is all this asks. When the cache already holds replies (a replay, which
+        needs neither key nor server) a failed check is a warning: only calls missing from it will fail.
+        """
+        try:
+            self._check_server()
+        except EvalError as err:
+            if not self._cache:
+                raise
+            log.warning(
+                "%s; going on with the %d judge replies cached in %s (a call not cached will fail)",
+                err,
+                len(self._cache),
+                self.cache_path,
+            )
+
+    def _check_server(self) -> None:
+        key = os.environ.get(self.api_key_env)
+        if self.base_url == OPENAI_BASE_URL and not key:
+            raise EvalError(self._no_key_message())
+        client = openai.OpenAI(
+            base_url=self.base_url, api_key=key or PLACEHOLDER_KEY, max_retries=0, timeout=CHECK_TIMEOUT_S
+        )
+        try:
+            served = [model.id for model in client.models.list()]
+        except openai.AuthenticationError as err:
+            raise EvalError(
+                f"the judge at {self.base_url} refused the key in {self.api_key_env} "
+                f"(HTTP {err.status_code}); set a valid key there (or name another with --judge-api-key-env)"
+            ) from None
+        except openai.PermissionDeniedError as err:
+            raise EvalError(
+                f"the judge at {self.base_url} denied access with the key in {self.api_key_env} "
+                f"(HTTP {err.status_code}); check the key's permissions"
+            ) from None
+        except openai.APIConnectionError as err:
+            cause = err.__cause__ or err
+            raise EvalError(
+                f"cannot reach the judge at {self.base_url} ({type(cause).__name__}: {cause}); start the "
+                "server, or fix --judge-base-url"
+            ) from None
+        except openai.APIStatusError:
+            return  # reachable; the server just does not list its models
+        finally:
+            client.close()
+        if served and self.model not in served:
+            log.warning(
+                "the judge at %s does not list %r among its models (%s); the calls may fail",
+                self.base_url,
+                self.model,
+                ", ".join(served[:5]) + (" ..." if len(served) > 5 else ""),
+            )
+
+    def _no_key_message(self) -> str:
+        return (
+            f"judging with {self.model!r} at {self.base_url} needs an API key: set the environment "
+            f"variable {self.api_key_env} (or name another with --judge-api-key-env), or point "
+            "--judge-base-url at your own OpenAI-compatible server"
+        )
 
     def describe(self) -> dict[str, Any]:
         """What goes into results: which judge, where, and when the answers used were produced."""
@@ -126,10 +200,16 @@ class Judge:
             if key not in self._cache and key not in asked:  # a repeat within the batch is asked once
                 asked.add(key)
                 missing.append(index)
+        if self.progress is not None:
+            self.progress.grow(len(requests))
+            self.progress.advance(len(requests) - len(missing), cached=len(requests) - len(missing))
         failures: list[str] = []
         for start in range(0, len(missing), _CHUNK):
             chunk = missing[start : start + _CHUNK]
-            failures += self._call([requests[i] for i in chunk], [keys[i] for i in chunk])
+            failed = self._call([requests[i] for i in chunk], [keys[i] for i in chunk])
+            if self.progress is not None:
+                self.progress.advance(len(chunk), failed=len(failed))
+            failures += failed
         if failures:
             raise JudgeError(
                 f"{len(failures)} of {len(missing)} calls to judge {self.model!r} at {self.base_url} failed "
@@ -181,11 +261,7 @@ class Judge:
     def _connect(self) -> OpenAITextEngine:
         if self._engine is None:
             if self.base_url == OPENAI_BASE_URL and not os.environ.get(self.api_key_env):
-                raise EvalError(
-                    f"judging with {self.model!r} at {self.base_url} needs an API key: set the environment "
-                    f"variable {self.api_key_env} (or name another with --judge-api-key-env), or point "
-                    "--judge-base-url at your own OpenAI-compatible server"
-                )
+                raise EvalError(self._no_key_message())
             self._engine = OpenAITextEngine(
                 model=self.model,
                 base_url=self.base_url,

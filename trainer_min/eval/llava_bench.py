@@ -7,7 +7,8 @@ in LLaVA's rule.json) under ``[System]``; temperature 0.2. The first line of the
 read as spaces, must split on single spaces into exactly two numbers, else the pair is (-1, -1).
 A category's score is mean(model) / mean(reference) × 100 (a ratio of means; each mean rounded to
 3 decimals first, the ratio to 1, as the official summary does). Failed pairs stay in the means by
-default, as in the official script; ``drop_failed`` leaves them out. Failures are always counted.
+default, as in the official script; ``drop_failed`` leaves them out. Failures are always counted, and a
+category whose reviews all failed has no score (the official formula would give -1 / -1 × 100 = 100.0).
 """
 
 from __future__ import annotations
@@ -103,6 +104,17 @@ def load_rules() -> dict[str, dict[str, str]]:
     return json.loads(resource_text("llava_bench_rule.json"))
 
 
+def check_categories(items: Sequence[LlavaBenchItem]) -> None:
+    """Every question's category has a rule prompt (checked before any answer is generated)."""
+    rules = load_rules()
+    for item in items:
+        if f"llava_bench_{item.category}" not in rules:
+            raise EvalError(
+                f"{QUESTIONS_FILE} question {item.id}: category {item.category!r} has no rule prompt; "
+                "LLaVA-Bench in-the-wild categories are conv, detail and complex"
+            )
+
+
 def review_message(item: LlavaBenchItem, answer: str, rules: dict[str, dict[str, str]]) -> str:
     """The user message of the official layout for one question."""
     key = f"llava_bench_{item.category}"
@@ -146,7 +158,7 @@ def aggregate(
         failures = sum(pairs[i] is None for i in members)
         kept = [pairs[i] or FAILED for i in members if not (drop_failed and pairs[i] is None)]
         entry: dict[str, Any] = {"count": len(kept), "failures": failures}
-        if kept:
+        if kept and failures < len(members):
             reference, model = (round(x, 3) for x in np.asarray(kept).mean(0).tolist())
             entry.update(
                 score=round(model / reference * 100, 1) if reference else None,

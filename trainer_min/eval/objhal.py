@@ -123,19 +123,27 @@ def _base64_image(data: str, where: str):
     return load
 
 
-def _annotation(data_dir: Path, name: str) -> dict[str, Any]:
+def _annotation_path(data_dir: Path, name: str) -> Path:
     for path in (data_dir / "annotations" / name, data_dir / name):
         if path.is_file():
-            try:
-                return json.loads(path.read_text(encoding="utf-8"))
-            except ValueError as err:
-                raise EvalError(
-                    f"{path}: not valid JSON ({err}); download the COCO 2014 annotations again"
-                ) from err
+            return path
     raise EvalError(
         f"{name} not found in {data_dir / 'annotations'} or {data_dir}: unzip COCO's "
         "annotations_trainval2014.zip there (Object HalBench's ground truth comes from it)"
     )
+
+
+def annotation_paths(data_dir: Path) -> tuple[Path, Path]:
+    """The COCO instances and captions files (checked before any answer is generated)."""
+    return _annotation_path(data_dir, INSTANCES_FILE), _annotation_path(data_dir, CAPTIONS_FILE)
+
+
+def _annotation(data_dir: Path, name: str) -> dict[str, Any]:
+    path = _annotation_path(data_dir, name)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise EvalError(f"{path}: not valid JSON ({err}); download the COCO 2014 annotations again") from err
 
 
 def load_ground_truth(data_dir: Path, vocabulary: CocoVocabulary, image_ids: set[int]) -> dict[int, set[str]]:

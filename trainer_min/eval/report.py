@@ -6,6 +6,8 @@ its SFT baseline and BPO (``resources/paper_tables.json``: Tables 2, 3 and 4 of 
 published; the SFT rows come from Table 3, which has MM-Vet only), the 13B rows with
 ``include_13b``, Table 4's negative-source ablation with ``include_ablation``. The notes under the
 table say what each number rests on: judge, dates, prompts, runs, failures, how objects were read.
+A benchmark whose judge replies all failed shows ``failed`` instead of the number its formula would
+still give (LLaVA-Bench's ratio of -1 means is 100.0), and its note says why.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 from trainer_min.eval.common import resource_text
 from trainer_min.eval.errors import EvalError
-from trainer_min.eval.run import BENCHMARKS, RESULTS_FILE
+from trainer_min.eval.run import BENCHMARKS, RESULTS_FILE, all_failed
 
 COLUMNS = (
     ("rec", "MM-Vet Rec"),
@@ -31,7 +33,13 @@ COLUMNS = (
     ("obj", "ObjHal Obj. ↓"),
     ("llava_bench", "LLaVA-Bench ↑"),
 )
+COLUMNS_OF = {
+    "mmvet": ("rec", "ocr", "know", "gen", "spat", "math", "total"),
+    "objhal": ("resp", "obj"),
+    "llava-bench": ("llava_bench",),
+}
 MISSING = "–"
+FAILED = "failed"  # every judge reply of the benchmark failed: no number to show
 
 
 @dataclass
@@ -68,6 +76,13 @@ def load_run(run_dir: Path) -> Row:
             _llava_bench(row, results, metrics)
         else:
             _objhal(row, results, metrics)
+        limit = results.get("settings", {}).get("limit")
+        if limit:
+            row.notes[-1] += f" (--limit {limit}: the first {limit} questions only)"
+        failed = all_failed(metrics)
+        if failed:
+            row.values.update({key: FAILED for key in COLUMNS_OF[benchmark]})
+            row.notes[-1] += f"; NO SCORE: {failed}"
     return row
 
 

@@ -153,3 +153,31 @@ def test_objhal_extraction_over_transformers_serve(smoke_model_dir, tmp_path, mo
     assert metrics["responses"] + metrics["extraction_failures"] == 1
     cache = [json.loads(line) for line in (tmp_path / "cache.jsonl").read_text().splitlines()]
     assert all("<image>" not in entry["request"]["messages"][0]["content"] for entry in cache)
+
+
+@pytest.mark.slow
+def test_an_adapter_alone_is_answered_on_its_recorded_base(smoke_model_dir, benchmark_data, tmp_path):
+    """`--adapter` without `--model`: the base comes from the adapter's files and goes into the results;
+    `--device cpu` and `--limit 2` are honoured with the real model loaded."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlavaForConditionalGeneration
+
+    torch.manual_seed(0)
+    adapter = tmp_path / "adapter"
+    base = LlavaForConditionalGeneration.from_pretrained(smoke_model_dir)
+    lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    get_peft_model(base, lora).save_pretrained(adapter)
+    out = tmp_path / "run"
+    argv = [
+        "eval", "--bench", "objhal", "--data", str(benchmark_data), "--out", str(out),
+        "--adapter", str(adapter), "--extract", "rules", "--limit", "2", "--device", "cpu",
+        "--max-new-tokens", "6",
+    ]  # fmt: skip
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "objhal" / "results.json").read_text())
+    assert results["model"] == str(smoke_model_dir) and results["adapter"] == str(adapter)
+    assert results["generation"]["device"] == "cpu" and results["metrics"]["items"] == 2
+    assert len(json.loads((out / "objhal" / "model_answers.json").read_text())["answers"]) == 2
+    assert "objhal: answering" in result.output and "2/2" in result.output

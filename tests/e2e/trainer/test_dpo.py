@@ -71,6 +71,9 @@ def test_the_run_directory_holds_adapter_processor_and_record(dpo_run):
     assert record["lora"]["modules_to_save"] == ["multi_modal_projector"]
     assert record["versions"]["trl"] and record["versions"]["peft"]
     assert record["sources_of_defaults"]["learning_rate"] == "authors' scripts/finetune_bpo.sh"
+    card = (dpo_run.out / "README.md").read_text()  # ours, not TRL's "fine-tuned version of [None]"
+    assert "pipeline_tag: image-text-to-text" in card and "[None]" not in card
+    assert f"**Base model:** `{dpo_run.base}`" in card and "**Dataset:**" in card
 
 
 @pytest.mark.parametrize("freeze_projector", [False, True])
@@ -136,7 +139,7 @@ def test_bpo_train_dpo_takes_a_trl_yaml_config_and_flags_win(export, smoke_model
         ["dpo", "--config", str(config), "--output-dir", str(out), "--max-steps", "1", "--max-samples", "4"],
     )
     assert result.exit_code == 0, result.output
-    assert f"trained 1 steps; the run is in {out}" in result.output
+    assert f"trained 1 step; the run is in {out}" in result.output
     record = json.loads((out / "training_config.json").read_text())
     assert record["model_config"]["lora_r"] == 16 and record["training_arguments"]["optim"] == "adafactor"
     assert record["training_arguments"]["max_steps"] == 1 and record["global_step"] == 1  # the flag wins

@@ -86,6 +86,9 @@ def test_the_merged_directory_is_a_plain_llava_checkpoint(merged):
     assert not (merged.to / "adapter_config.json").exists()
     record = json.loads((merged.to / "training_config.json").read_text())
     assert record["objective"] == "dpo" and record["merged_from"]["model"] == str(merged.base)
+    card = (merged.to / "README.md").read_text()
+    assert "pipeline_tag: image-text-to-text" in card and "library_name: transformers" in card
+    assert f"**Base model:** `{merged.base}`" in card and f"adapter `{merged.adapter.name}` folded" in card
 
 
 def test_load_for_eval_reads_the_base_from_the_files_not_the_directory_name(merged, tmp_path):

@@ -1,4 +1,5 @@
-"""Fixtures of the trainer's fast tests: a small real export (no model is loaded by these tests)."""
+"""Fixtures of the trainer's fast tests: a small real export, a model folder (no model is loaded by these
+tests)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,15 @@ from pathlib import Path
 
 import pytest
 from support.trainer import build_export
+
+
+@pytest.fixture
+def fake_model(tmp_path) -> Path:
+    """A folder that passes the model-source check (it has a config.json) and that no test loads."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    return folder
 
 
 @pytest.fixture(scope="session")

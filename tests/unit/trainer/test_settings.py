@@ -167,13 +167,16 @@ BAD_SETTINGS = {
 
 
 @pytest.mark.parametrize("extra, named", BAD_SETTINGS.values(), ids=BAD_SETTINGS.keys())
-def test_a_bad_setting_is_one_error_line_naming_the_flag(extra, named, small_export, tmp_path, capsys):
-    assert dpo.main([*base_argv(small_export, tmp_path / "run"), *extra]) == 2
+def test_a_bad_setting_is_one_error_line_naming_the_flag(
+    extra, named, small_export, fake_model, tmp_path, capsys
+):
+    argv = [*base_argv(small_export, tmp_path / "run"), "--model", str(fake_model), *extra]
+    assert dpo.main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and named in err, err
 
 
-def test_setting_errors_of_files_and_runs_are_one_line_too(small_export, tmp_path, capsys):
+def test_setting_errors_of_files_and_runs_are_one_line_too(small_export, fake_model, tmp_path, capsys):
     config = tmp_path / "bad.yaml"
     config.write_text("lora_rank: 16\n")
     cases = [
@@ -183,7 +186,7 @@ def test_setting_errors_of_files_and_runs_are_one_line_too(small_export, tmp_pat
         (dpo.main, base_argv(small_export, _started_run(tmp_path)), "--resume-from-checkpoint last"),
     ]
     for main, argv, named in cases:
-        assert main(argv) == 2, argv
+        assert main([*argv, "--model", str(fake_model)]) == 2, argv
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1 and named in err, err
 
