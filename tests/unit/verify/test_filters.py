@@ -1,0 +1,92 @@
+"""Evidence filters drop exactly the pairs that miss a threshold, each with its reason, and no others."""
+
+from __future__ import annotations
+
+import pytest
+
+from bpo_data.pipeline import Work, run_steps
+from bpo_data.pipeline.steps import Step
+from bpo_data.schema import Pair, Unit
+from bpo_data.verify.evidence import Evidence
+from bpo_data.verify.filters import EvidenceFilter, EvidenceThresholds, needs_evidence, refusal
+from bpo_data.verify.step import with_evidence
+
+
+def _evidence(chosen=0.3, rejected=0.2, added=(), removed=()) -> Evidence:
+    return Evidence(list(added), list(removed), chosen, rejected, "m", 0.9)
+
+
+def _work(index: int, kind: str, evidence: Evidence | None) -> Work:
+    unit = Unit(f"s/{index}/0", "s", str(index), 0, "x.png", "root", "Q?", "A dog.")
+    pair = Pair.from_unit(unit, kind, "A cat.", "test")
+    if evidence is not None:
+        pair = with_evidence(pair, evidence.to_dict())
+    return Work(unit=unit, kind=kind, pair=pair)
+
+
+class _Collect(Step):
+    def __init__(self, items):
+        super().__init__()
+        self.items, self.out = items, []
+
+    def run(self, _):
+        yield from self.items
+
+
+def _run(items, *filters):
+    out = []
+
+    class Sink(Step):
+        def run(self, stream):
+            for work in stream:
+                out.append(work)
+                yield work
+
+    run_steps([_Collect(items), *filters, Sink()])
+    return out
+
+
+def test_each_threshold_drops_exactly_the_pairs_below_it():
+    margins = [-0.05, 0.0, 0.0099, 0.01, 0.2]
+    items = [_work(i, "inject", _evidence(0.3, 0.3 - m)) for i, m in enumerate(margins)]
+    step = EvidenceFilter(EvidenceThresholds(min_clip_margin=0.01))
+    out = _run(items, step)
+    kept = [w.pair.evidence["clip_chosen"] - w.pair.evidence["clip_rejected"] for w in out if w.pair]
+    assert [round(m, 4) for m in kept] == [0.01, 0.2]
+    assert [w.reject.reason for w in out if w.reject] == ["filter:min_clip_margin"] * 3
+    assert step.stats == {"dropped: min_clip_margin": 3, "kept": 2}
+
+
+def test_a_filter_for_one_negative_type_leaves_the_other_alone():
+    items = [_work(0, "weaken", _evidence(added=[])), _work(1, "inject", _evidence(added=[]))]
+    out = _run(items, EvidenceFilter({"min_objects_added": 1, "negative_type": "weaken"}))
+    assert out[0].reject.reason == "filter:min_objects_added" and "fewer than 1" in out[0].reject.detail
+    assert out[1].pair is not None
+
+
+def test_an_unmeasured_pair_is_dropped_saying_why():
+    reason, detail = refusal(Evidence([], [], None, None, None, 1.0), EvidenceThresholds(min_clip_chosen=0.1))
+    assert reason == "min_clip_chosen" and "image could not be read" in detail
+    assert refusal(None, EvidenceThresholds(min_objects_added=1))[0] == "min_objects_added"
+    assert refusal(_evidence(), EvidenceThresholds()) is None
+
+
+@pytest.mark.parametrize(
+    ("thresholds", "evidence", "reason"),
+    [
+        ({"min_clip_chosen": 0.25}, _evidence(chosen=0.2, rejected=0.1), "min_clip_chosen"),
+        ({"max_clip_rejected": 0.25}, _evidence(chosen=0.4, rejected=0.3), "max_clip_rejected"),
+        ({"min_objects_added": 2}, _evidence(added=["cat"]), "min_objects_added"),
+        ({"min_objects_added": 1, "min_clip_margin": 0.0}, _evidence(added=["cat"]), None),
+    ],
+)
+def test_refusal_names_the_threshold_missed(thresholds, evidence, reason):
+    refused = refusal(evidence, EvidenceThresholds(**thresholds))
+    assert (refused[0] if refused else None) == reason
+
+
+def test_filter_specs_with_only_word_thresholds_need_no_evidence():
+    from bpo_data.recipe import FilterSpec
+
+    assert not needs_evidence(FilterSpec(max_text_overlap=0.9))
+    assert needs_evidence(EvidenceThresholds(min_clip_margin=0.0))
