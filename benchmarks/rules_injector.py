@@ -14,7 +14,7 @@ import time
 
 from cpu_data_path import _sentence
 
-from bpo_data.negatives.rules import RulesInjector
+from bpo_data.inject.rules import RulesInjector
 from bpo_data.schema import Unit
 
 

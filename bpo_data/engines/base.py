@@ -6,10 +6,15 @@ applies it at the same two points of LLaVA's image path without knowing what it 
 
 Engines never raise for one bad request: a failure comes back as ``EngineResult.error`` so the
 caller can write a reject for that unit and carry on with the batch.
+
+Engines that serve requests concurrently (an OpenAI-compatible server, vLLM's scheduler) also take
+them one at a time (``StreamingEngine.submit``): the pipeline then keeps ``in_flight`` requests
+going all the time instead of waiting for the slowest request of each batch.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -85,3 +90,21 @@ class VisionEngine(Protocol):
     def generate(self, requests: list[VisionRequest]) -> list[EngineResult]: ...
 
     def close(self) -> None: ...
+
+
+class StreamingEngine(Protocol):
+    """An engine that answers requests one at a time, many at once.
+
+    ``submit`` returns at once; the future resolves to the request's result (an ``EngineResult``
+    with ``error`` set when that request failed). ``in_flight`` is how many submitted requests the
+    engine wants outstanding to stay busy: a caller that keeps that many submitted never lets it idle.
+    """
+
+    in_flight: int
+
+    def submit(self, request: TextRequest | VisionRequest) -> Future[EngineResult]: ...
+
+
+def streams(engine: object) -> int:
+    """How many requests ``engine`` wants in flight, or 0 when it only answers whole batches."""
+    return int(getattr(engine, "in_flight", 0) or 0) if callable(getattr(engine, "submit", None)) else 0

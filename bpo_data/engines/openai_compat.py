@@ -4,9 +4,13 @@ Requests run concurrently (bounded by a semaphore) and retry transient failures 
 timeouts, dropped connections, malformed replies) with exponential backoff and jitter, honouring
 ``Retry-After``. The client's own retries are switched off so this policy is the only one, explicit
 and testable. A request that still fails comes back as ``EngineResult.error``; the batch goes on.
+``submit`` takes requests one at a time, so the pipeline can keep ``concurrency`` of them at the
+server continuously (``StreamingEngine``); ``generate`` answers a whole list.
 
-The API key is read from the environment only and never appears in a message, log or repr: every
-error text passes through :meth:`OpenAITextEngine._redact` before it leaves this module.
+The API key is read from the environment only and never appears in a message, reply, log or repr:
+every text that leaves this module — error details (before they are shortened, so a cut never keeps
+part of a key), the reply's text (a server may echo the key) and log lines — passes through
+:meth:`OpenAITextEngine._redact`.
 """
 
 from __future__ import annotations
@@ -24,7 +28,6 @@ from typing import NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
 import openai
-from openai.types.chat import ChatCompletion
 
 from bpo_data.engines.base import EngineResult, TextRequest
 
@@ -35,6 +38,7 @@ OPENAI_BASE_URL = "https://api.openai.com/v1"
 PLACEHOLDER_KEY = "EMPTY"
 _RETRYABLE_STATUS = frozenset({408, 409, 429})
 _MAX_DETAIL_CHARS = 300
+REDACTED = "[redacted]"
 
 
 class _Failure(NamedTuple):
@@ -45,6 +49,10 @@ class _Failure(NamedTuple):
 
 class _MalformedReply(Exception):
     """The server answered 2xx but the body is not a usable chat completion."""
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def normalize_base_url(base_url: str) -> str:
@@ -150,10 +158,25 @@ class OpenAITextEngine:
         self._closed = False
 
     def __repr__(self) -> str:
-        return (
+        return self._redact(
             f"OpenAITextEngine(model={self.model!r}, base_url={self.base_url!r}, "
             f"api_key_env={self.api_key_env!r}, concurrency={self.concurrency})"
         )
+
+    @property
+    def in_flight(self) -> int:
+        """Requests a streaming caller keeps submitted: twice ``concurrency``.
+
+        Requests asleep in a backoff and answers not yet taken by the caller hold a place too, so
+        with this many submitted the server still has ``concurrency`` at all times (the semaphore
+        caps it there).
+        """
+        return 2 * self.concurrency
+
+    def submit(self, request: TextRequest) -> Future[EngineResult]:
+        """Start one request now; its future resolves to its result (cancel it to drop the request)."""
+        self._check_open()
+        return asyncio.run_coroutine_threadsafe(self._one(request), self._loop)
 
     def generate(self, requests: list[TextRequest]) -> list[EngineResult]:
         """Answer a batch synchronously; results are in request order."""
@@ -173,14 +196,25 @@ class OpenAITextEngine:
         if self._closed:
             return
         self._closed = True
-        asyncio.run_coroutine_threadsafe(self._client.close(), self._loop).result()
+        asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._loop.close()
 
-    def _submit(self, requests: list[TextRequest]) -> Future[list[EngineResult]]:
+    async def _shutdown(self) -> None:
+        """Cancel requests still running (an interrupted run), then close the HTTP client."""
+        running = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+        await self._client.close()
+
+    def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError("this OpenAITextEngine is closed; create a new one to send more requests")
+
+    def _submit(self, requests: list[TextRequest]) -> Future[list[EngineResult]]:
+        self._check_open()
         return asyncio.run_coroutine_threadsafe(self._batch(requests), self._loop)
 
     async def _batch(self, requests: list[TextRequest]) -> list[EngineResult]:
@@ -204,29 +238,38 @@ class OpenAITextEngine:
         return EngineResult(error=f"gave up after {attempts} attempts; last error: {message}")
 
     async def _call(self, request: TextRequest) -> EngineResult:
-        extra = {} if request.seed is None else {"seed": request.seed}
-        completion = await self._client.chat.completions.create(
-            model=self.model,
-            messages=request.messages,
-            temperature=request.sampling.temperature,
-            top_p=request.sampling.top_p,
-            max_tokens=request.sampling.max_new_tokens,
-            **extra,
-        )
-        if not isinstance(completion, ChatCompletion):
-            raise _MalformedReply("the reply body is not a JSON chat completion")
-        choices = getattr(completion, "choices", None)
-        if not choices:
+        """One ``POST /chat/completions``, its reply read as plain JSON.
+
+        The body is sent as built and the reply kept as the JSON it is (the client's documented
+        ``post`` for any endpoint, ``cast_to=object``): its typed ``chat.completions.create`` walks
+        every parameter and builds a model of every reply, which costs more CPU per request than
+        the rest of the pipeline does per unit. Errors are the client's own (``APIStatusError``…).
+        """
+        body = {
+            "model": self.model,
+            "messages": request.messages,
+            "temperature": request.sampling.temperature,
+            "top_p": request.sampling.top_p,
+            "max_tokens": request.sampling.max_new_tokens,
+        }
+        if request.seed is not None:
+            body["seed"] = request.seed
+        reply = await self._client.post("/chat/completions", body=body, cast_to=object)
+        if not isinstance(reply, dict):
+            # the whole text: ``_classify`` shortens it after redaction
+            raise _MalformedReply(f"the reply body is not a JSON chat completion: {reply}")
+        choices = reply.get("choices")
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
             raise _MalformedReply("the reply has no choices")
-        message = getattr(choices[0], "message", None)
-        text = getattr(message, "content", None)
+        message = choices[0].get("message")
+        text = message.get("content") if isinstance(message, dict) else None
         if not isinstance(text, str):
             raise _MalformedReply("the reply's first choice has no text content")
-        usage = getattr(completion, "usage", None)
+        usage = reply.get("usage") if isinstance(reply.get("usage"), dict) else {}
         return EngineResult(
-            text=text,
-            prompt_tokens=getattr(usage, "prompt_tokens", None) or 0,
-            completion_tokens=getattr(usage, "completion_tokens", None) or 0,
+            text=self._redact(text),
+            prompt_tokens=_count(usage.get("prompt_tokens")),
+            completion_tokens=_count(usage.get("completion_tokens")),
         )
 
     def _classify(self, err: Exception) -> _Failure:
@@ -236,7 +279,7 @@ class OpenAITextEngine:
             return _Failure(True, f"timed out after {self.timeout_s:g}s waiting for {self.base_url}")
         if isinstance(err, openai.APIConnectionError):
             return _Failure(True, f"cannot connect to {self.base_url}: is the server running?")
-        detail = str(err)[:_MAX_DETAIL_CHARS]
+        detail = self._clip(str(err))
         if isinstance(err, (_MalformedReply, openai.APIResponseValidationError, ValueError)):
             return _Failure(True, f"malformed reply from {self.base_url}: {detail}")
         return _Failure(False, f"unexpected {type(err).__name__}: {detail}")
@@ -254,7 +297,7 @@ class OpenAITextEngine:
         if status in fatal:
             return _Failure(False, fatal[status])
         retry = status in _RETRYABLE_STATUS or status >= 500
-        message = f"HTTP {status} from {self.base_url}: {err.message[:_MAX_DETAIL_CHARS]}"
+        message = f"HTTP {status} from {self.base_url}: {self._clip(err.message)}"
         return _Failure(retry, message, _retry_after_s(err.response.headers))
 
     def _backoff_s(self, attempt: int, retry_after_s: float | None) -> float:
@@ -264,4 +307,8 @@ class OpenAITextEngine:
         return ceiling * random.uniform(0.5, 1.0)
 
     def _redact(self, text: str) -> str:
-        return text.replace(self._secret, "[redacted]") if self._secret else text
+        return text.replace(self._secret, REDACTED) if self._secret else text
+
+    def _clip(self, detail: str) -> str:
+        """A server's words, redacted first and shortened after: a cut must never keep part of a key."""
+        return self._redact(detail)[:_MAX_DETAIL_CHARS]

@@ -6,7 +6,9 @@ error types are read off the difference to the ground truth.
 
 from __future__ import annotations
 
-from bpo_data.engines.base import EngineResult, TextEngine, TextRequest
+from concurrent.futures import Future
+
+from bpo_data.engines.base import EngineResult, TextEngine, TextRequest, streams
 from bpo_data.hashing import stable_u64
 from bpo_data.inject.cleaning import clean_rewrite
 from bpo_data.inject.error_types import applied_error_types
@@ -29,6 +31,7 @@ class LLMRewriter:
         self.validation = spec.validation
         self.sampling_override = spec.sampling
         self.seed = seed
+        self.generated_tokens = 0  # what the engine generated, for throughput figures
 
     def prompt_for(self, unit: Unit) -> PromptFile:
         try:
@@ -39,17 +42,27 @@ class LLMRewriter:
                 f"{sorted(self.prompts)}; add '{unit.style}: <prompt name or path>' to inject.prompts"
             ) from None
 
+    @property
+    def in_flight(self) -> int:
+        """Units to keep submitted when the engine streams (0: it answers whole batches)."""
+        return streams(self.engine)
+
+    def request(self, unit: Unit) -> TextRequest:
+        """The unit's prompt; its seed depends on the unit alone, so any batch or order gives one answer."""
+        return TextRequest(
+            messages=render_messages(self.prompt_for(unit), unit),
+            sampling=self.sampling_override or self.prompt_for(unit).sampling,
+            seed=stable_u64(unit.key, self.seed, "inject") % (1 << 31),
+        )
+
     def requests(self, units: list[Unit]) -> list[TextRequest]:
-        return [
-            TextRequest(
-                messages=render_messages(self.prompt_for(unit), unit),
-                sampling=self.sampling_override or self.prompt_for(unit).sampling,
-                seed=stable_u64(unit.key, self.seed, "inject") % (1 << 31),
-            )
-            for unit in units
-        ]
+        return [self.request(unit) for unit in units]
+
+    def submit(self, unit: Unit) -> Future[EngineResult]:
+        return self.engine.submit(self.request(unit))  # type: ignore[attr-defined]
 
     def finish(self, unit: Unit, result: EngineResult) -> Rewrite | Reject:
+        self.generated_tokens += result.completion_tokens
         key = pair_key(unit.key, "inject")
         if result.error is not None:
             return Reject(

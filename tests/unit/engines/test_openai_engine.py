@@ -322,3 +322,90 @@ def test_async_and_sync_callers_share_one_engine(make_engine):
     assert [r.text for r in results] == ["A", "B", "C", "D"]
     with pytest.raises(RuntimeError, match="closed"):
         engine.generate([ask("e")])
+
+
+# --- key redaction: every string that leaves the engine -------------------------------------
+
+
+def _key_fragments(key: str, size: int = 8) -> set[str]:
+    """Every run of ``size`` characters of the key: finding any of them means a part of it leaked."""
+    return {key[i : i + size] for i in range(len(key) - size + 1)}
+
+
+def _leaks(surfaces: list[str], key: str = CANARY_KEY) -> list[str]:
+    fragments = _key_fragments(key)
+    return [s for s in surfaces if any(f in s for f in fragments)]
+
+
+# Where a hostile server puts the key in its words: first, in the middle, straddling the 300-character
+# cut at every offset (the cut used to come before redaction and kept a prefix of the key), at the end
+# of a long text.
+POSITIONS = {
+    "start": lambda: CANARY_KEY + " is not a valid key",
+    "middle": lambda: "x" * 100 + CANARY_KEY + "y" * 100,
+    **{f"pad {pad}": (lambda pad=pad: "x" * pad + CANARY_KEY + " tail") for pad in range(200, 310, 4)},
+    "end of 5000": lambda: "z" * 5000 + CANARY_KEY,
+}
+
+
+def test_a_key_echoed_anywhere_in_an_error_never_leaves_the_engine(make_engine, monkeypatch, caplog, capsys):
+    monkeypatch.setenv("OPENAI_API_KEY", CANARY_KEY)
+    caplog.set_level(logging.DEBUG)
+    texts = {name: build() for name, build in POSITIONS.items()}
+
+    def echo(body: dict) -> Reply:
+        kind, _, name = body["messages"][0]["content"].partition(":")
+        said = texts[name]
+        if kind == "not-json":
+            return Reply(raw=said.encode())
+        if kind == "text-body":
+            return Reply(raw=said.encode(), content_type="text/plain")
+        return error(int(kind), message=said)
+
+    kinds = ["400", "422", "500", "not-json", "text-body"]
+    with scripted_server(echo) as server:
+        engine = make_engine(server.url, max_retries=0, concurrency=16)
+        results = engine.generate([ask(f"{kind}:{name}") for kind in kinds for name in texts])
+    assert all(r.error and r.text is None for r in results)
+    assert any("[redacted]" in r.error for r in results), "the server's words are kept, the key replaced"
+    captured = capsys.readouterr()
+    assert not _leaks([r.error for r in results] + [caplog.text, captured.out, captured.err, repr(engine)])
+
+
+def test_a_key_echoed_in_a_reply_is_redacted_from_the_answer(make_engine, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", CANARY_KEY)
+    texts = [build() for build in POSITIONS.values()]
+    with scripted_server(lambda body: ok(texts[int(body["messages"][0]["content"])])) as server:
+        results = make_engine(server.url).generate([ask(str(i)) for i in range(len(texts))])
+    assert all(r.error is None and "[redacted]" in r.text for r in results)
+    assert not _leaks([r.text for r in results])
+    assert results[1].text == "x" * 100 + "[redacted]" + "y" * 100
+
+
+def test_a_retry_after_storm_logs_each_retry_without_the_key(make_engine, monkeypatch, caplog):
+    monkeypatch.setenv("OPENAI_API_KEY", CANARY_KEY)
+    caplog.set_level(logging.DEBUG)
+    said = "x" * 270 + CANARY_KEY  # straddles the old 300-character cut after "Error code: 429 - "
+
+    def storm(body: dict) -> Reply:
+        reply = error(429, message=said)
+        reply.headers["Retry-After"] = "0"
+        return reply
+
+    with scripted_server(storm) as server:
+        results = make_engine(server.url, max_retries=3).generate([ask(f"q{i}") for i in range(8)])
+    retries = [r for r in caplog.records if r.getMessage().startswith("retry ")]
+    assert len(retries) == 8 * 3, "every retry is logged"
+    assert all("HTTP 429" in r.getMessage() and "[redacted]" in r.getMessage() for r in retries)
+    assert all("gave up after 4 attempts" in r.error for r in results)
+    assert not _leaks([r.error for r in results] + [caplog.text])
+
+
+def test_submit_streams_one_request_at_a_time_within_the_concurrency(make_engine):
+    with scripted_server(lambda body: ok(body["messages"][0]["content"].upper(), delay_s=0.05)) as server:
+        engine = make_engine(server.url, concurrency=4)
+        assert engine.in_flight == 8
+        futures = [engine.submit(ask(f"q{i}")) for i in range(engine.in_flight)]
+        results = [f.result(timeout=10) for f in futures]
+    assert [r.text for r in results] == [f"Q{i}" for i in range(8)]
+    assert server.max_in_flight == 4, "the server sees exactly concurrency requests, never more"
