@@ -1,0 +1,271 @@
+"""How well a model sees the miniature world, and how strong its language prior is.
+
+Measured with the project's own engine (``LlavaRuntime`` + ``HFVisionEngine``, greedy decoding)
+on the held-out splits, against the scene graphs:
+
+- descriptions (``language.EVAL_DESCRIBE_PROMPT``): CHAIR as Object HalBench computes it — objects
+  read with ``bpo_data.coco_objects`` (the CHAIR rules); ``chair_i`` = hallucinated mentions / all
+  mentions, ``chair_s`` = descriptions with a hallucination / all descriptions, ``recall`` =
+  distinct classes named correctly / classes in the scenes;
+- QA accuracy by type (colour, count, position, sign, existence): the answer names the expected
+  word and no other word of its kind;
+- the prior: on prior-violating scenes, how often a description names the missing partner
+  (a dog's ball), against how often descriptions of neutral clean scenes (neither the first
+  object nor the partner) name that partner. A grounded model says both rarely; a model that
+  follows its prior says the first much more often.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from bpo_data.coco_objects import coco_vocabulary
+from bpo_data.world import language
+from bpo_data.world.make import read_scenes, scene_image
+from bpo_data.world.params import WORLD, WorldParams
+from bpo_data.world.scenes import Scene
+
+DESCRIPTION_TOKENS = 160
+ANSWER_TOKENS = 32
+_COUNT_WORDS = {word: str(i) for i, word in enumerate(language.COUNT_WORDS) if i > 0}
+
+
+@dataclass(frozen=True)
+class Asked:
+    """One question to put to the model about one scene's picture."""
+
+    scene: Scene
+    image: Path
+    question: str
+
+
+def generate(
+    model_dir: str | Path, asked: Sequence[Asked], max_new_tokens: int, batch_size: int = 32, engine=None
+) -> list[str]:
+    """Greedy answers from the project's HF engine (loaded from ``model_dir`` unless ``engine`` is given)."""
+    from bpo_data.engines.base import VisionRequest
+    from bpo_data.recipe import SamplingParams
+
+    if engine is None:
+        engine = load_engine(model_dir)
+    sampling = SamplingParams(temperature=0.0, top_p=1.0, max_new_tokens=max_new_tokens)
+    answers: list[str] = []
+    for start in range(0, len(asked), batch_size):
+        requests = []
+        for item in asked[start : start + batch_size]:
+            with Image.open(item.image) as image:
+                requests.append(
+                    VisionRequest(
+                        image=image.convert("RGB"),
+                        messages=[{"role": "user", "content": item.question}],
+                        sampling=sampling,
+                    )
+                )
+        for result in engine.generate(requests):
+            if result.error:
+                raise RuntimeError(f"the engine failed on a world question: {result.error}")
+            answers.append(result.text or "")
+    return answers
+
+
+def load_engine(model_dir: str | Path):
+    from bpo_data.engines.hf import HFVisionEngine, LlavaRuntime
+
+    return HFVisionEngine(LlavaRuntime.load(str(model_dir), device="cpu", dtype="float32"))
+
+
+def chair(scenes: Sequence[Scene], descriptions: Sequence[str]) -> dict:
+    """CHAIRi / CHAIRs / recall (percentages) of descriptions against their scene graphs."""
+    vocabulary = coco_vocabulary()
+    mentions = hallucinated = responses_bad = recalled = truth = 0
+    for scene, text in zip(scenes, descriptions):
+        found = vocabulary.mentions(text)
+        wrong = [m for m in found if m.cls not in scene.classes]
+        mentions += len(found)
+        hallucinated += len(wrong)
+        responses_bad += bool(wrong)
+        recalled += len({m.cls for m in found} & scene.classes)
+        truth += len(scene.classes)
+    return {
+        "descriptions": len(scenes),
+        "chair_i": _percent(hallucinated, mentions),
+        "chair_s": _percent(responses_bad, len(scenes)),
+        "recall": _percent(recalled, truth),
+        "mentions": mentions,
+        "hallucinated_mentions": hallucinated,
+    }
+
+
+def prior_rates(
+    violating: Sequence[Scene],
+    violating_texts: Sequence[str],
+    clean: Sequence[Scene],
+    clean_texts: Sequence[str],
+    params: WorldParams = WORLD,
+) -> dict:
+    """Per pair and pooled: how often the partner is named when absent, next to its first object or not."""
+    vocabulary = coco_vocabulary()
+    violating_named = [{m.cls for m in vocabulary.mentions(t)} for t in violating_texts]
+    clean_named = [{m.cls for m in vocabulary.mentions(t)} for t in clean_texts]
+    pairs, pooled = {}, {"violating": [0, 0], "neutral": [0, 0]}
+    for first, partner in params.pairs.items():
+        hits = {
+            "violating": [
+                partner in named
+                for scene, named in zip(violating, violating_named)
+                if first in scene.classes and partner not in scene.classes
+            ],
+            "neutral": [
+                partner in named
+                for scene, named in zip(clean, clean_named)
+                if first not in scene.classes and partner not in scene.classes
+            ],
+        }
+        rates = {}
+        for kind, found in hits.items():
+            rates[kind] = _percent(sum(found), len(found))
+            rates[f"{kind}_scenes"] = len(found)
+            pooled[kind][0] += sum(found)
+            pooled[kind][1] += len(found)
+        pairs[f"{first}->{partner}"] = rates
+    return {
+        "partner_named_violating": _percent(*pooled["violating"]),
+        "partner_named_neutral": _percent(*pooled["neutral"]),
+        "pairs": pairs,
+    }
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+def _only(expected: Sequence[str], candidates: dict[str, Sequence[str]], answer: str) -> bool:
+    words = set(_words(answer))
+    hits = {key for key, forms in candidates.items() if words & set(forms)}
+    return bool(words & set(expected)) and hits <= {
+        k for k, forms in candidates.items() if set(forms) & set(expected)
+    }
+
+
+def qa_correct(item: dict, answer: str, params: WorldParams = WORLD) -> bool:
+    """Whether an answer names the expected word and no rival of its kind (see the module docstring)."""
+    kind, expected = item["type"], item["expected"]
+    if kind == "colour":
+        colours = {c: (c, "gray") if c == "grey" else (c,) for c in params.colours}
+        return _only(colours[expected], colours, answer)
+    if kind == "count":
+        counts = {w: (w, d) for w, d in _COUNT_WORDS.items()}
+        return _only(counts[expected], counts, answer)
+    if kind == "position":
+        return _only(language.POSITION_WORDS[expected], language.POSITION_WORDS, answer)
+    if kind == "sign":
+        return expected.lower() in _words(answer)
+    if kind == "existence":
+        words = _words(answer)
+        return bool(words) and words[0] == expected
+    raise ValueError(
+        f"unknown question type {kind!r} in qa.jsonl; expected colour, count, position, sign or existence"
+    )
+
+
+def qa_accuracy(items: Sequence[dict], answers: Sequence[str], params: WorldParams = WORLD) -> dict:
+    by_type: dict[str, list[bool]] = defaultdict(list)
+    for item, answer in zip(items, answers):
+        by_type[item["type"]].append(qa_correct(item, answer, params))
+    scores = {kind: _percent(sum(v), len(v)) for kind, v in sorted(by_type.items())}
+    scores["all"] = _percent(sum(sum(v) for v in by_type.values()), sum(len(v) for v in by_type.values()))
+    return scores
+
+
+def read_qa(split_dir: Path) -> list[dict]:
+    path = split_dir / "qa.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: held-out splits are written by `bpo-data world make`")
+    return [json.loads(line) for line in path.read_text("utf-8").splitlines() if line]
+
+
+def evaluate_world_model(
+    model_dir: str | Path,
+    world_dir: str | Path,
+    limit: int | None = None,
+    out_dir: Path | None = None,
+    log: Callable[[str], None] = print,
+    engine=None,
+) -> dict:
+    """All the metrics of the module docstring on ``world_dir``'s held-out splits (first ``limit`` scenes)."""
+    world = Path(world_dir)
+    engine = engine or load_engine(model_dir)
+    report: dict = {}
+    texts: dict[str, tuple[list[Scene], list[str]]] = {}
+    for split in ("eval_clean", "eval_violating"):
+        scenes = read_scenes(world / split)[:limit]
+        asked = [Asked(s, scene_image(world / split, s), language.EVAL_DESCRIBE_PROMPT) for s in scenes]
+        log(f"describing {len(asked)} {split} scenes")
+        descriptions = generate(model_dir, asked, DESCRIPTION_TOKENS, engine=engine)
+        texts[split] = (scenes, descriptions)
+        report[split] = {"chair": chair(scenes, descriptions)}
+        ids = {s.id for s in scenes}
+        by_id = {s.id: s for s in scenes}
+        items = [q for q in read_qa(world / split) if q["id"] in ids]
+        log(f"asking {len(items)} {split} questions")
+        answers = generate(
+            model_dir,
+            [Asked(by_id[q["id"]], scene_image(world / split, by_id[q["id"]]), q["question"]) for q in items],
+            ANSWER_TOKENS,
+            engine=engine,
+        )
+        report[split]["qa"] = qa_accuracy(items, answers)
+        if out_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            rows = [
+                {"id": s.id, "question": language.EVAL_DESCRIBE_PROMPT, "answer": d}
+                for s, d in zip(scenes, descriptions)
+            ]
+            rows += [{**q, "model_answer": a, "correct": qa_correct(q, a)} for q, a in zip(items, answers)]
+            (out_dir / f"{split}.jsonl").write_text(
+                "".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8"
+            )
+    report["prior"] = prior_rates(*texts["eval_violating"], *texts["eval_clean"])
+    report["examples"] = [
+        {"split": split, "scene": texts[split][0][i].to_dict(), "description": texts[split][1][i]}
+        for split in texts
+        for i in range(min(2, len(texts[split][0])))
+    ]
+    return report
+
+
+def format_report(report: dict) -> str:
+    """The metrics as a few readable lines (what `bpo-data world train` and `evaluate` print)."""
+    lines = []
+    for split in ("eval_clean", "eval_violating"):
+        c, qa = report[split]["chair"], report[split]["qa"]
+        lines.append(
+            f"{split:15s} CHAIRi {_fmt(c['chair_i'])}  CHAIRs {_fmt(c['chair_s'])}  "
+            f"recall {_fmt(c['recall'])}  " + "  ".join(f"QA {k} {_fmt(v)}" for k, v in qa.items())
+        )
+    p = report["prior"]
+    lines.append(
+        f"prior: absent partner named in {_fmt(p['partner_named_violating'])} of prior-violating "
+        f"descriptions vs {_fmt(p['partner_named_neutral'])} of neutral ones"
+    )
+    for pair, rates in p["pairs"].items():
+        lines.append(
+            f"  {pair:22s} violating {_fmt(rates['violating'])} (n={rates['violating_scenes']})  "
+            f"neutral {_fmt(rates['neutral'])} (n={rates['neutral_scenes']})"
+        )
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None) -> str:
+    return "  n/a" if value is None else f"{value:5.1f}%"
+
+
+def _percent(part: int, whole: int) -> float | None:
+    return part / whole * 100 if whole else None

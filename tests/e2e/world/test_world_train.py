@@ -1,0 +1,55 @@
+"""End to end: `world make`, then a reduced `world train` (few scenes, steps) that saves, loads, evaluates."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from bpo_data.world.cli import EVALUATION_FILE, world_app
+from bpo_data.world.model import PROVENANCE_FILE
+
+pytestmark = pytest.mark.slow
+
+
+def test_make_train_evaluate(tmp_path):
+    runner = CliRunner()
+    world, model = tmp_path / "world", tmp_path / "model"
+    made = runner.invoke(
+        world_app,
+        ["make", "--out", str(world), "--scenes", "40", "--eval-scenes", "6", "--objhal-scenes", "4"],
+    )
+    assert made.exit_code == 0, made.output
+    trained = runner.invoke(
+        world_app,
+        [
+            "train",
+            "--out",
+            str(model),
+            "--world",
+            str(world),
+            "--max-steps",
+            "4",
+            "--threads",
+            "1",
+            "--eval-limit",
+            "3",
+        ],
+    )
+    assert trained.exit_code == 0, trained.output
+    assert "CHAIRi" in trained.stdout and "prior:" in trained.stdout
+
+    provenance = json.loads((model / PROVENANCE_FILE).read_text())
+    assert provenance["steps"] == 4 and provenance["world"]["seed"] == 0
+    assert provenance["world"]["params"]["pairs"]["dog"] == "sports ball"
+    report = json.loads((model / EVALUATION_FILE).read_text())
+    assert report["eval_clean"]["chair"]["descriptions"] == 3
+    assert set(report["eval_violating"]["qa"]) >= {"colour", "count", "position", "existence", "all"}
+
+    from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+    loaded = LlavaForConditionalGeneration.from_pretrained(model)
+    processor = AutoProcessor.from_pretrained(model)
+    assert loaded.config.vision_config.image_size == 96
+    assert processor.tokenizer.padding_side == "left"
