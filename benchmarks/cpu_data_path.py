@@ -1,14 +1,16 @@
 """Full-scale CPU data path: synthetic records in the three real formats → rules injector → export.
 
-Prints wall time, pairs/s and peak RSS for each step and size, so "flat as N grows" can be read off
-side by side. Usage:
+Prints wall time, pairs/s and peak RSS for each step, size and image size, so "flat as N grows"
+and "real-size images cost about what thumbnails do" can be read off side by side. Usage:
 
-    python benchmarks/cpu_data_path.py --sizes 20000 167710 [--work DIR]
+    python benchmarks/cpu_data_path.py --sizes 20000 167710 [--image-size 48x48 640x480] [--work DIR]
 
 Each size writes ShareGPT4V (JSON array, sub-folder image paths), LLaVAR (JSONL) and
 LLaVA-Instruct (JSON array, multi-turn) records in the paper's proportions, pointing at a pool of
-small drawn images, then runs ``bpo-data generate`` (rules injector, inject only: the model-free
-path) and ``bpo-data export`` as separate processes and reads each one's own peak RSS.
+2,000 images per image size (48x48 drawings, or COCO-like 640x480 JPEGs of about 147 KB), then
+runs ``bpo-data generate`` (rules injector, inject only: the model-free path) and
+``bpo-data export`` as separate processes and reads each one's own peak RSS. Other processes on
+the machine change the figures: the load average is printed with them.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageDraw
 
 PAPER = {"sharegptv": 57906, "llavar": 55445, "llava-instruct": 54359}
@@ -54,20 +57,39 @@ def _sentence(rng: random.Random) -> str:
     )
 
 
-def _images(root: Path, sub: str) -> list[str]:
+def _pool(work: Path, size: tuple[int, int]) -> list[Path]:
+    """POOL images of one size, made once and shared (hard links) by the three sources."""
+    folder = work / f"pool-{size[0]}x{size[1]}"
+    if folder.is_dir():
+        return sorted(folder.iterdir())
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    width, height = size
+    y, x = np.mgrid[0:height, 0:width]
+    for i in range(POOL):
+        if size == (48, 48):
+            image = Image.new("RGB", size, ((i * 37) % 256, (i * 91) % 256, (i * 13) % 256))
+            ImageDraw.Draw(image).ellipse((8, 8, 8 + i % 30, 8 + i % 30), fill=(255, 255, 255))
+        else:  # a gradient under noise: about 147 KB at 640x480, like a COCO photo
+            base = np.stack([(x + i) % width * 255 / width, y * 255 / height, (x + y + i) % 255], -1)
+            noisy = base + rng.normal(0, 30, (height, width, 3))
+            image = Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
+        image.save(folder / f"{i:06d}.jpg", quality=85)
+    return sorted(folder.iterdir())
+
+
+def _images(root: Path, sub: str, pool: list[Path]) -> list[str]:
     folder = root / sub
     folder.mkdir(parents=True, exist_ok=True)
     names = []
-    for i in range(POOL):
-        image = Image.new("RGB", (48, 48), ((i * 37) % 256, (i * 91) % 256, (i * 13) % 256))
-        ImageDraw.Draw(image).ellipse((8, 8, 8 + i % 30, 8 + i % 30), fill=(255, 255, 255))
-        name = f"{sub}/{i:06d}.jpg" if sub else f"{i:06d}.jpg"
-        image.save(root / name, quality=85)
+    for image in pool:
+        name = f"{sub}/{image.name}" if sub else image.name
+        os.link(image, root / name)
         names.append(name)
     return names
 
 
-def make_sources(work: Path, total: int) -> dict[str, tuple[Path, Path, int]]:
+def make_sources(work: Path, total: int, pool: list[Path]) -> dict[str, tuple[Path, Path, int]]:
     rng = random.Random(0)
     scale = total / sum(PAPER.values())
     quotas = {name: round(q * scale) for name, q in PAPER.items()}
@@ -75,7 +97,7 @@ def make_sources(work: Path, total: int) -> dict[str, tuple[Path, Path, int]]:
     for name, quota in quotas.items():
         root = work / f"images-{name}"
         sub = "coco/train2017" if name == "sharegptv" else ""
-        pool = _images(root, sub)
+        names = _images(root, sub, pool)
         records = []
         for i in range(quota):
             if name == "sharegptv":
@@ -91,7 +113,7 @@ def make_sources(work: Path, total: int) -> dict[str, tuple[Path, Path, int]]:
                         "<image>\n" if t == 0 else ""
                     ) + f"What is {rng.choice(WHERE)} the {rng.choice(OBJECTS)}?"
                     conv += [{"from": "human", "value": question}, {"from": "gpt", "value": _sentence(rng)}]
-            records.append({"id": f"{name}-{i}", "image": pool[i % POOL], "conversations": conv})
+            records.append({"id": f"{name}-{i}", "image": names[i % POOL], "conversations": conv})
         data = work / (f"{name}.jsonl" if name == "llavar" else f"{name}.json")
         with open(data, "w", encoding="utf-8") as handle:
             if name == "llavar":
@@ -102,25 +124,28 @@ def make_sources(work: Path, total: int) -> dict[str, tuple[Path, Path, int]]:
     return out
 
 
-def run_measured(cmd: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (GiB) of one child process."""
+def run_measured(cmd: list[str]) -> tuple[float, float, float]:
+    """Wall seconds, CPU seconds (user + system, all threads) and peak RSS (GiB) of one child process.
+
+    CPU seconds barely move when other jobs share the machine; wall seconds do.
+    """
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr.read().decode()[-3000:]}")
-    return wall, usage.ru_maxrss / (1024 * 1024)
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / (1024 * 1024)
 
 
-def bench(size: int, work: Path) -> dict:
-    work.mkdir(parents=True, exist_ok=True)
-    sources = make_sources(work, size)
+def bench(size: int, work: Path, image_size: tuple[int, int]) -> dict:
+    run_dir = work / f"n{size}-{image_size[0]}x{image_size[1]}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    sources = make_sources(run_dir, size, _pool(work, image_size))
     recipe = {
         "name": f"bench-{size}",
         "seed": 0,
         "model": "smoke",
-        "device": "cpu",
         "sources": [
             {
                 "name": n,
@@ -134,28 +159,55 @@ def bench(size: int, work: Path) -> dict:
             }
             for n, (d, r, q) in sources.items()
         ],
-        "inject": {"engine": "rules"},
+        "inject": {"injector": "rules"},
+        "run": {"device": "cpu"},
     }
-    recipe_path = work / "recipe.json"
+    recipe_path = run_dir / "recipe.json"
     recipe_path.write_text(json.dumps(recipe))
     exe = [sys.executable, "-m", "bpo_data"]
-    gen_s, gen_rss = run_measured(
-        [*exe, "generate", "--recipe", str(recipe_path), "--out", str(work / "out"), "--no-progress"]
+    load = os.getloadavg()[0]
+    gen_s, gen_cpu, gen_rss = run_measured(
+        [*exe, "generate", "--recipe", str(recipe_path), "--out", str(run_dir / "out"), "--no-progress"]
     )
-    exp_s, exp_rss = run_measured(
-        [*exe, "export", str(work / "out"), "--to", str(work / "dataset"), "--version", "0.0.1"]
+    exp_s, exp_cpu, exp_rss = run_measured(
+        [*exe, "export", str(run_dir / "out"), "--to", str(run_dir / "dataset"), "--version", "0.0.1"]
     )
-    stats = json.loads((work / "dataset" / "export_stats.json").read_text())
+    stats = json.loads((run_dir / "dataset" / "export_stats.json").read_text())
+    dataset_gb = sum(f.stat().st_size for f in (run_dir / "dataset").rglob("*.parquet")) / 1e9
+    shutil.rmtree(run_dir)  # 25 GB at 640x480: one run's files at a time
     return {
         "size": size,
+        "image_size": f"{image_size[0]}x{image_size[1]}",
         "pairs": stats["pairs"],
         "generate_s": gen_s,
+        "generate_cpu_s": gen_cpu,
         "generate_rss_gib": gen_rss,
         "export_s": exp_s,
+        "export_cpu_s": exp_cpu,
         "export_rss_gib": exp_rss,
         "total_s": gen_s + exp_s,
+        "total_cpu_s": gen_cpu + exp_cpu,
         "pairs_per_s": stats["pairs"] / (gen_s + exp_s),
+        "dataset_gb": dataset_gb,
+        "load": (load + os.getloadavg()[0]) / 2,
     }
+
+
+def _line(r: dict) -> str:
+    return (
+        f"N={r['size']:>7} {r['image_size']:>8}  pairs={r['pairs']:>7}  "
+        f"generate {r['generate_s']:6.1f} s (cpu {r['generate_cpu_s']:6.1f} s, "
+        f"peak {r['generate_rss_gib']:.2f} GiB)  "
+        f"export {r['export_s']:6.1f} s (cpu {r['export_cpu_s']:6.1f} s, "
+        f"peak {r['export_rss_gib']:.2f} GiB)  "
+        f"total {r['total_s']:6.1f} s (cpu {r['total_cpu_s']:6.1f} s)  {r['pairs_per_s']:6.1f} pairs/s  "
+        f"dataset {r['dataset_gb']:.1f} GB  load {r['load']:.1f}"
+    )
+
+
+def _image_size(text: str) -> tuple[int, int]:
+    width, height = text.lower().split("x")
+    return int(width), int(height)
 
 
 def main() -> None:
@@ -164,29 +216,43 @@ def main() -> None:
     )
     parser.add_argument("--sizes", type=int, nargs="+", default=[20000, sum(PAPER.values())])
     parser.add_argument(
+        "--image-size",
+        type=_image_size,
+        nargs="+",
+        default=[(48, 48)],
+        help="WxH of the pool's images, e.g. 48x48 640x480 (each is run, side by side)",
+    )
+    parser.add_argument(
         "--work", type=Path, default=None, help="scratch folder (default: a temp dir, removed)"
     )
     args = parser.parse_args()
     base = args.work or Path(tempfile.mkdtemp(prefix="bpo-bench-"))
     rows = []
+    print(f"{os.cpu_count()} CPUs; load average at start {os.getloadavg()[0]:.2f}", flush=True)
     try:
         for size in args.sizes:
-            rows.append(bench(size, base / f"n{size}"))
-            r = rows[-1]
-            print(
-                f"N={r['size']:>7}  pairs={r['pairs']:>7}  generate {r['generate_s']:7.1f} s "
-                f"(peak {r['generate_rss_gib']:.2f} GiB)  export {r['export_s']:6.1f} s "
-                f"(peak {r['export_rss_gib']:.2f} GiB)  total {r['total_s']:7.1f} s  "
-                f"{r['pairs_per_s']:7.1f} pairs/s",
-                flush=True,
-            )
+            for image_size in args.image_size:
+                rows.append(bench(size, base, image_size))
+                r = rows[-1]
+                print(_line(r), flush=True)
     finally:
         if args.work is None:
             shutil.rmtree(base, ignore_errors=True)
-    if len(rows) > 1:
-        small, large = rows[0], rows[-1]
+    for size in args.sizes:
+        same = [r for r in rows if r["size"] == size]
+        for r in same[1:]:
+            total, gen, exp, cpu = (
+                r[k] / same[0][k] for k in ("total_s", "generate_s", "export_s", "total_cpu_s")
+            )
+            print(
+                f"N={size}: {r['image_size']} / {same[0]['image_size']}: total time {total:.2f}x "
+                f"(generate {gen:.2f}x, export {exp:.2f}x), CPU time {cpu:.2f}x"
+            )
+    first = [r for r in rows if r["image_size"] == rows[0]["image_size"]]
+    if len(first) > 1:
+        small, large = first[0], first[-1]
         print(
-            f"throughput ratio (largest/smallest): {large['pairs_per_s'] / small['pairs_per_s']:.2f}; "
+            f"throughput ratio (largest/smallest N): {large['pairs_per_s'] / small['pairs_per_s']:.2f}; "
             f"peak RSS ratio (generate): {large['generate_rss_gib'] / small['generate_rss_gib']:.2f}"
         )
 

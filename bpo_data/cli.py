@@ -1,7 +1,15 @@
-"""``bpo-data``: generate pairs, export them as a dataset, publish it. Mirrors the Python API one to one."""
+"""``bpo-data``: generate pairs, export them as a dataset, publish it. Mirrors the Python API one to one.
+
+Where the input is at fault (a flag, a file, a folder, a recipe, the disk) a command prints one
+``error:`` line that says what to change and exits with status 2; ``_errors_at_the_boundary`` is
+the one place that turns such exceptions into that line, so a new kind of error is one entry there.
+Status 1 means the work itself failed and a rerun may succeed (a shard whose engine made nothing).
+Heavy libraries are imported by the commands that use them, so ``--help`` answers at once.
+"""
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import warnings
@@ -10,7 +18,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -25,7 +33,9 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from bpo_data.recipe import Recipe, RecipeError, load_recipe, resolve_recipe_path, with_settings
+if TYPE_CHECKING:
+    from bpo_data.recipe import Recipe
+
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console(stderr=True)
@@ -39,33 +49,77 @@ SHIPPED_SOURCES = {
 
 
 def _quiet_libraries() -> None:
+    """Quiet transformers and the Hub through their environment, read when (and if) they are imported."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, status: int = 2) -> None:
     """One ``error:`` line, not rich markup: ``pip install 'bpo-data[vllm]'`` keeps its brackets."""
-    console.print(Text("error: ", style="bold red") + Text(message))
-    raise typer.Exit(2)
+    console.print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)
+    raise typer.Exit(status)
+
+
+def _os_error(err: OSError) -> str:
+    """An OSError as a sentence that names the path and what to do (our own errors already do)."""
+    where = f"{err.filename}" + (f" -> {err.filename2}" if err.filename2 else "") if err.filename else None
+    if err.errno == errno.ENOSPC:
+        holding = f" holding {where}" if where else ""
+        return f"no space left on the device{holding}; free space or write elsewhere (a rerun resumes)"
+    if where is None:
+        return str(err)
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return (
+            f"cannot write or read {where} ({err.strerror}); choose a folder you may write to, "
+            "or fix its permissions"
+        )
+    if err.errno in (errno.ENOTDIR, errno.EEXIST):
+        return f"{where}: {err.strerror} (a file stands where a folder is needed); choose another path"
+    if err.errno == errno.EISDIR:
+        return f"{where} is a folder where a file is needed; give the file"
+    return f"{where}: {err.strerror}"
+
+
+# What the commands may raise because the input is at fault, and the line each one prints.
+# (ValueError covers RecipeError, ManifestMismatch, GenerateError and ExportError.)
+_INPUT_ERRORS: dict[type[BaseException], Callable[[BaseException], str]] = {
+    ValueError: str,
+    OSError: _os_error,
+}
+
+
+@contextmanager
+def _errors_at_the_boundary(*also: type[BaseException]) -> Iterator[None]:
+    """Turn an input error raised inside into one ``error:`` line and exit status 2 (module docstring).
+
+    ``also`` are a command's own error types (imported with the command), printed as they are.
+    """
+    handlers = {**_INPUT_ERRORS, **{kind: str for kind in also}}
+    try:
+        yield
+    except tuple(handlers) as err:
+        handler = next(h for kind, h in handlers.items() if isinstance(err, kind))
+        _fail(handler(err))
 
 
 def _warn(message: str) -> None:
-    console.print(Text("warning: ", style="yellow") + Text(message))
+    console.print(Text("warning: ", style="yellow") + Text(message), soft_wrap=True)
 
 
 def _pick_recipe(recipe: str | None, source: str | None) -> tuple[str, list[str] | None, str | None]:
     """Return (recipe path, sources to run, data path implied by --source PATH)."""
+    from bpo_data import resources
+    from bpo_data.recipe import resolve_recipe_path
+
     if recipe is None:
         if source is None:
             _fail("give --recipe, or --source sharegptv|llavar|llava-instruct|sample|PATH")
         if source in SHIPPED_SOURCES:
-            return str(resolve_recipe_path(SHIPPED_SOURCES[source])), None, None
+            return str(resources.recipe_file(SHIPPED_SOURCES[source])), None, None
         if Path(source).is_file():
-            return str(resolve_recipe_path("llava")), None, source
+            return str(resources.recipe_file("llava")), None, source
         _fail(f"--source {source!r} is neither a known source ({', '.join(SHIPPED_SOURCES)}) nor a file")
     path = str(resolve_recipe_path(recipe))
     if source is None:
@@ -111,6 +165,7 @@ def _settings(
     base_url: str | None,
     device: str | None,
     concurrency: int | None,
+    trust_image_dirs: list[Path] | None = None,
 ) -> dict:
     """Flag values for ``with_settings``; ``--engine`` is the deprecated spelling of two flags."""
     if engine is not None:
@@ -129,10 +184,13 @@ def _settings(
         "base_url": base_url,
         "device": device,
         "concurrency": concurrency,
+        "trust_image_dirs": [str(d.resolve()) for d in trust_image_dirs] if trust_image_dirs else None,
     }
 
 
 def _load(recipe_path: str, settings: dict) -> Recipe:
+    from bpo_data.recipe import load_recipe, with_settings
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", FutureWarning)
         loaded = with_settings(load_recipe(recipe_path), **settings)
@@ -186,6 +244,14 @@ DeviceOption = Annotated[str | None, typer.Option(help="cpu | cuda | cuda:1 | au
 ConcurrencyOption = Annotated[
     int | None, typer.Option(min=1, help="requests in flight to the --inject-engine openai server")
 ]
+TrustImageDirOption = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--trust-image-dir",
+        help="a folder outside the image root that symbolic links inside it may lead to, e.g. "
+        "--trust-image-dir /data/coco for a root holding coco -> /data/coco (repeatable)",
+    ),
+]
 
 
 @app.command()
@@ -207,6 +273,7 @@ def generate(
     base_url: BaseUrlOption = None,
     device: DeviceOption = None,
     concurrency: ConcurrencyOption = None,
+    trust_image_dir: TrustImageDirOption = None,
     strict: Annotated[bool, typer.Option(help="stop at the first record that cannot become a pair")] = False,
     export_to: Annotated[
         Path | None, typer.Option("--export", help="after the run, export the pairs to this dataset folder")
@@ -214,13 +281,13 @@ def generate(
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
     """Make BPO preference pairs for one shard of a recipe; rerun the same command to resume."""
+    from bpo_data.generate import ModelLoadError
     from bpo_data.generate import generate as run
-    from bpo_data.manifest import ManifestMismatch
     from bpo_data.pipeline import StrictModeError
     from bpo_data.store import ShardBusy, parse_shard_spec
 
     _quiet_libraries()
-    try:
+    with _errors_at_the_boundary(ShardBusy, StrictModeError, ModelLoadError):
         recipe_path, sources, implied_data = _pick_recipe(recipe, source)
         settings = _settings(
             model=model,
@@ -232,16 +299,14 @@ def generate(
             base_url=base_url,
             device=device,
             concurrency=concurrency,
+            trust_image_dirs=trust_image_dir,
         )
         spec = _load(recipe_path, settings)
         index, total = parse_shard_spec(shard)
-    except (RecipeError, ValueError) as err:
-        _fail(str(err))
-    paths = _source_paths(spec, sources, data or implied_data, image_root)
-    out_dir = out or Path("out") / spec.name
-    if spec.model == "smoke":
-        _warn("smoke model: a tiny random LLaVA built locally; its weakened answers are noise")
-    try:
+        paths = _source_paths(spec, sources, data or implied_data, image_root)
+        out_dir = out or Path("out") / spec.name
+        if spec.model == "smoke":
+            _warn("smoke model: a tiny random LLaVA built locally; its weakened answers are noise")
         with _progress_bar(progress, f"{spec.name} shard {index}/{total}") as hook:
             summary = run(
                 spec,
@@ -253,9 +318,17 @@ def generate(
                 recipe_path=recipe_path,
                 progress=hook,
             )
-    except (ShardBusy, StrictModeError, ManifestMismatch, ValueError, FileNotFoundError) as err:
-        _fail(str(err))
     _print_summary(summary, out_dir)
+    for name in summary.empty_sources:
+        _warn(f"source {name!r} holds no units (an empty file, [], or only records that were rejected)")
+    if summary.engine_failed:
+        reasons = ", ".join(f"{r} {n}" for r, n in sorted(summary.rejects.items()))
+        example = summary.reject_examples.get("engine_error", "")
+        _fail(
+            f"shard {summary.shard} made no pair: its engine failed ({reasons}; e.g. {example[:300]}). "
+            "Fix the engine (server, port, key, model) and rerun the same command: failed units are retried",
+            status=1,
+        )
     if export_to is not None:
         _export([out_dir], export_to, spec.version)
 
@@ -276,13 +349,24 @@ def _print_summary(summary, out_dir: Path) -> None:
     console.print(f"pairs: [bold]{out_dir}/pairs-*.jsonl[/]  rejects: {out_dir}/rejects-*.jsonl")
 
 
-def _export(out_dirs: list[Path], to: Path, version: str, rows_per_file: int = 10_000) -> None:
-    from bpo_data.export import ExportError, export_dataset
+def _export(
+    out_dirs: list[Path],
+    to: Path,
+    version: str,
+    rows_per_file: int = 10_000,
+    trust_image_dirs: list[Path] | None = None,
+) -> None:
+    from bpo_data.export import export_dataset
 
-    try:
-        stats = export_dataset(out_dirs, to, version=version, rows_per_file=rows_per_file, progress=True)
-    except (ExportError, FileNotFoundError, ValueError) as err:
-        _fail(str(err))
+    with _errors_at_the_boundary():
+        stats = export_dataset(
+            out_dirs,
+            to,
+            version=version,
+            rows_per_file=rows_per_file,
+            progress=True,
+            trusted=[str(d.resolve()) for d in trust_image_dirs or ()],
+        )
     console.print(f"exported {stats.pairs} pairs to [bold]{to}[/] ({len(stats.files)} parquet files)")
     if stats.duplicates_dropped:
         console.print(f"  duplicates dropped: {stats.duplicates_dropped}")
@@ -303,9 +387,13 @@ def export(
     to: Annotated[Path, typer.Option("--to", help="dataset folder to write")],
     version: Annotated[str, typer.Option(help="dataset version, X.Y.Z")] = "0.1.0",
     rows_per_file: Annotated[int, typer.Option(help="rows per parquet file")] = 10_000,
+    trust_image_dir: TrustImageDirOption = None,
 ) -> None:
-    """Merge shards into data/train-*.parquet (images embedded) with a dataset card."""
-    _export(out_dirs, to, version, rows_per_file)
+    """Merge shards into data/train-*.parquet (images embedded) with a dataset card.
+
+    Folders trusted by a generation run (--trust-image-dir) stay trusted for its pairs.
+    """
+    _export(out_dirs, to, version, rows_per_file, trust_image_dir)
 
 
 @app.command()
@@ -318,10 +406,8 @@ def push(
     """Upload an exported dataset to the Hugging Face Hub and tag the revision (token from HF login/env)."""
     from bpo_data.push import push_dataset
 
-    try:
+    with _errors_at_the_boundary():
         url = push_dataset(folder, repo_id=repo_id, tag=tag, private=private)
-    except ValueError as err:
-        _fail(str(err))
     console.print(f"pushed {folder} to {url}")
 
 
@@ -353,6 +439,7 @@ def launch(
     base_url: BaseUrlOption = None,
     device: Annotated[str | None, typer.Option(help="cpu | cuda | auto (within each shard's GPUs)")] = None,
     concurrency: ConcurrencyOption = None,
+    trust_image_dir: TrustImageDirOption = None,
     strict: Annotated[bool, typer.Option(help="stop a shard at its first bad record")] = False,
     gpus_per_shard: Annotated[int, typer.Option(min=0, help="GPUs each shard gets; 0 = CPU only")] = 1,
     max_retries: Annotated[
@@ -386,7 +473,7 @@ def launch(
     )
     from bpo_data.launch import launch as run_launch
 
-    try:
+    with _errors_at_the_boundary(LaunchError):
         recipe_path, sources, implied_data = _pick_recipe(recipe, source)
         settings = _settings(
             model=model,
@@ -398,12 +485,10 @@ def launch(
             base_url=base_url,
             device=device,
             concurrency=concurrency,
+            trust_image_dirs=trust_image_dir,
         )
         spec = _load(recipe_path, settings)
-    except (RecipeError, ValueError) as err:
-        _fail(str(err))
-    paths = _source_paths(spec, sources, data or implied_data, image_root)
-    try:
+        paths = _source_paths(spec, sources, data or implied_data, image_root)
         job = make_job(
             spec, out, num_shards, recipe_path=recipe_path, sources=sources, paths=paths, strict=strict
         )
@@ -435,8 +520,6 @@ def launch(
             ray_address=ray_address,
             report=console.print,
         )
-    except LaunchError as err:
-        _fail(str(err))
     _print_launch_table(job, outcomes)
     failed = [o for o in outcomes if not o.ok]
     if failed:
@@ -488,10 +571,8 @@ def status(
 
     from bpo_data.status import folder_status
 
-    try:
+    with _errors_at_the_boundary():
         found = folder_status(out_dir)
-    except FileNotFoundError as err:
-        _fail(str(err))
     if as_json:
         print(json.dumps(found.to_dict(), indent=2))
         return

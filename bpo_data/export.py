@@ -4,17 +4,28 @@ The export streams shard lines one at a time (only the set of seen keys and a fe
 memory), so it scales to the full ~167k-pair dataset. Its parquet files carry explicit
 ``datasets.Features`` in their schema metadata, which is what makes ``load_dataset`` give back
 ``Image`` objects that stock TRL ``DPOTrainer`` trains on with no mapping.
+
+Images are embedded as their original bytes after a header check (``images.image_bytes_for_dataset``):
+a pixel decode happens only where the bytes must change. They are checked as generation checked
+them: inside their image root (or a folder the generation run trusted), within the recipe's size
+and aspect-ratio bounds. The export is written to a staging folder beside the target and moved into
+place when complete; a staging folder left by a killed export is removed by the next one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import re
 import shutil
+import socket
 import tempfile
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +54,33 @@ class ExportError(ValueError):
     """An export that cannot go on; the message names the file or directory and what to do."""
 
 
+@dataclass(frozen=True)
+class _ImageChecks:
+    """How one generation folder's images are checked: its recipe's bounds and the folders it trusted."""
+
+    max_pixels: int
+    max_aspect_ratio: float
+    trusted: tuple[str, ...]
+
+    def bytes_of(self, record: dict[str, Any]) -> bytes:
+        return image_bytes_for_dataset(
+            record["image_root"],
+            record["image_path"],
+            self.max_pixels,
+            max_aspect_ratio=self.max_aspect_ratio,
+            trusted=self.trusted,
+        )
+
+
+def _image_checks(manifest: dict[str, Any], trusted: list[str]) -> _ImageChecks:
+    recipe = recipe_of(manifest)
+    return _ImageChecks(
+        recipe.images.max_pixels,
+        recipe.images.max_aspect_ratio,
+        tuple(manifest.get("run", {}).get("trust_image_dirs", [])) + tuple(trusted),
+    )
+
+
 def export_dataset(
     out_dirs: list[str | os.PathLike],
     to: str | os.PathLike,
@@ -50,27 +88,31 @@ def export_dataset(
     rows_per_file: int = 10_000,
     progress: bool = False,
     repo_id: str | None = None,
+    trusted: list[str] | None = None,
 ) -> ExportStats:
     """Merge the pairs of ``out_dirs`` (first key wins) into ``to``: parquet shards, README.md card, stats.
 
     ``to`` must be empty, absent, or a previous export, which is replaced only once the new one is
-    complete. ``repo_id`` only fills the ``load_dataset`` example in the card.
+    complete. ``repo_id`` only fills the ``load_dataset`` example in the card. ``trusted`` adds
+    folders outside the image roots that symbolic links may lead to (beside those each generation
+    run trusted).
     """
     if rows_per_file < 1:
         raise ExportError(f"rows_per_file must be at least 1, got {rows_per_file}")
     inputs = [Path(d) for d in out_dirs]
     manifests = [_read_manifest(d) for d in inputs]
-    # Each folder's images are checked with the limit of the recipe that made it.
-    max_pixels = {d: recipe_of(m).images.max_pixels for d, m in zip(inputs, manifests)}
+    # Each folder's images are checked as the run that made it checked them.
+    checks = {d: _image_checks(m, trusted or []) for d, m in zip(inputs, manifests)}
     target = Path(to)
     _check_target(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    _remove_abandoned(target)
+    staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(target, "tmp"), dir=target.parent))
     try:
         stats = ExportStats(version=version)
         stats.smoke = any(m.get("model") == SMOKE_MODEL_ID for m in manifests)
         pair_keys: set[str] = set()
-        _write_parquet(inputs, staging / DATA_DIR, stats, pair_keys, rows_per_file, max_pixels, progress)
+        _write_parquet(inputs, staging / DATA_DIR, stats, pair_keys, rows_per_file, checks, progress)
         stats.generation_rejects = _count_rejects(inputs, pair_keys)
         (staging / STATS_FILE).write_text(json.dumps(stats.to_dict(), indent=2) + "\n", encoding="utf-8")
         write_card(staging / CARD_FILE, stats, manifests, repo_id=repo_id)
@@ -106,10 +148,39 @@ def _check_target(target: Path) -> None:
     )
 
 
+def _staging_prefix(target: Path, kind: str) -> str:
+    """``.NAME.tmp-HOST-PID-``: who made a staging folder, so a later export can tell an abandoned one."""
+    return f".{target.name}.{kind}-{socket.gethostname()}-{os.getpid()}-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
+def _remove_abandoned(target: Path) -> None:
+    """Remove staging folders that exports killed on this host left beside ``target``.
+
+    Only folders whose process is gone are removed; on shared storage another host's folders are
+    left alone (their process cannot be checked from here).
+    """
+    pattern = re.compile(re.escape(f".{target.name}.") + r"(?:tmp|old)-(.+)-(\d+)-[^-]+")
+    for entry in target.parent.iterdir():
+        match = pattern.fullmatch(entry.name)
+        if match and match[1] == socket.gethostname() and not _alive(int(match[2])) and entry.is_dir():
+            log.warning("removing %s, left by an export that was killed", entry)
+            shutil.rmtree(entry, ignore_errors=True)
+
+
 def _swap_into_place(staging: Path, target: Path) -> None:
     """Put the finished export at ``target``; a previous export is moved aside first and then removed."""
     if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        old = Path(tempfile.mkdtemp(prefix=_staging_prefix(target, "old"), dir=target.parent))
         os.rmdir(old)
         target.rename(old)
         staging.rename(target)
@@ -146,10 +217,10 @@ def _iter_pairs(
             )
         for path in files:
             for number, record in _read_lines(path, stats):
-                missing = [k for k in _PAIR_KEYS if k not in record]
-                if missing:
+                problem = _not_a_pair(record)
+                if problem:
                     raise ExportError(
-                        f"{path}:{number} lacks {missing}: it is not a bpo-data pair; "
+                        f"{path}:{number} {problem}: it is not a bpo-data pair; "
                         "remove the line or the file from the output directory"
                     )
                 if record["key"] in seen:
@@ -157,6 +228,26 @@ def _iter_pairs(
                     continue
                 seen.add(record["key"])
                 yield out_dir, record
+
+
+def _not_a_pair(record: dict[str, Any]) -> str | None:
+    """What makes a shard line unusable as a pair, or None: keys present, and of the right shapes."""
+    missing = [k for k in _PAIR_KEYS if k not in record]
+    if missing:
+        return f"lacks {missing}"
+    texts = ("key", "source", "negative_type", "image_path", "image_root", "chosen", "rejected")
+    wrong = [k for k in texts if not isinstance(record[k], str)]
+    prompt = record["prompt"]
+    if not isinstance(prompt, list) or not all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+        for m in prompt
+    ):
+        wrong.append("prompt")
+    return (
+        f"has {wrong} of the wrong type (prompt: a list of role/content messages; the rest text)"
+        if wrong
+        else None
+    )
 
 
 def _count_rejects(inputs: list[Path], pair_keys: set[str]) -> dict[str, int]:
@@ -202,17 +293,46 @@ def _row(record: dict[str, Any], image: bytes) -> dict[str, Any]:
     }
 
 
+_IMAGE_BYTES = "images.list.element.bytes"
+
+
+def _column_options(schema: pa.Schema) -> dict[str, Any]:
+    """Image bytes are stored plain: JPEG and PNG are compressed already, and a dictionary over
+    150 KB values only costs time (it took two thirds of the writer's time). Text keeps both."""
+    leaves = [".".join(path) for field in schema for path in _leaf_paths(field.name, field.type)]
+    return {
+        "use_dictionary": [leaf for leaf in leaves if leaf != _IMAGE_BYTES],
+        "compression": {leaf: "NONE" if leaf == _IMAGE_BYTES else "SNAPPY" for leaf in leaves},
+    }
+
+
+def _leaf_paths(name: str, kind: pa.DataType) -> list[tuple[str, ...]]:
+    """Parquet column paths under one field (``images.list.element.bytes``…)."""
+    if pa.types.is_list(kind):
+        return [(name, "list", *rest) for rest in _leaf_paths("element", kind.value_type)]
+    if pa.types.is_struct(kind):
+        return [(name, *rest) for child in kind for rest in _leaf_paths(child.name, child.type)]
+    return [(name,)]
+
+
 class _ShardWriter:
-    """Rolls parquet files every ``rows_per_file`` rows; final names are given once the count is known."""
+    """Rolls parquet files every ``rows_per_file`` rows; final names are given once the count is known.
+
+    Row groups are encoded and written on a thread of their own (pyarrow lets go of the GIL while
+    it does), so reading the next pairs and their images overlaps writing the last ones: with
+    real-size images the writes are a third of the export. At most two groups wait for it.
+    """
 
     def __init__(self, data_dir: Path, rows_per_file: int):
         self.data_dir = data_dir
         self.rows_per_file = rows_per_file
         self.schema = features().arrow_schema
         self.parts: list[Path] = []
-        self._writer: pq.ParquetWriter | None = None
+        self._writer: pq.ParquetWriter | None = None  # touched by the writer thread only
         self._rows_in_file = 0
         self._buffer: list[dict[str, Any]] = []
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-writer")
+        self._pending: deque[Future] = deque()
         data_dir.mkdir(parents=True)
 
     def add(self, row: dict[str, Any]) -> None:
@@ -226,30 +346,52 @@ class _ShardWriter:
     def _flush(self) -> None:
         if not self._buffer:
             return
+        table = pa.Table.from_pylist(self._buffer, schema=self.schema)
+        self._buffer = []
+        self._rows_in_file += table.num_rows
+        last_in_file = self._rows_in_file >= self.rows_per_file
+        if last_in_file:
+            self._rows_in_file = 0
+        self._pending.append(self._thread.submit(self._write, table, last_in_file))
+        while len(self._pending) > 2:
+            self._pending.popleft().result()  # an error on the writer thread is raised here
+
+    def _write(self, table: pa.Table, last_in_file: bool) -> None:
         if self._writer is None:
             part = self.data_dir / f"part-{len(self.parts):05d}.parquet"
             self.parts.append(part)
-            self._writer = pq.ParquetWriter(part, self.schema)
-        self._writer.write_table(pa.Table.from_pylist(self._buffer, schema=self.schema))
-        self._rows_in_file += len(self._buffer)
-        self._buffer = []
-        if self._rows_in_file >= self.rows_per_file:
+            self._writer = pq.ParquetWriter(part, self.schema, **_column_options(self.schema))
+        self._writer.write_table(table)
+        if last_in_file:
             self._writer.close()
             self._writer = None
-            self._rows_in_file = 0
+
+    def _finish_writes(self) -> None:
+        try:
+            while self._pending:
+                self._pending.popleft().result()
+        finally:
+            self._thread.shutdown(wait=True, cancel_futures=True)
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
 
     def close(self) -> list[str]:
         """Finish the last file and rename all to ``train-0000i-of-0000N.parquet``; return relative paths."""
         self._flush()
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        self._finish_writes()
         names = []
         for index, part in enumerate(self.parts):
             name = f"train-{index:05d}-of-{len(self.parts):05d}.parquet"
             part.rename(self.data_dir / name)
             names.append(f"{DATA_DIR}/{name}")
         return names
+
+    def abort(self) -> None:
+        """Stop writing (the export failed): the thread must not write into a folder being removed."""
+        self._pending.clear()
+        with contextlib.suppress(Exception):
+            self._finish_writes()
 
 
 def _write_parquet(
@@ -258,7 +400,7 @@ def _write_parquet(
     stats: ExportStats,
     pair_keys: set[str],
     rows_per_file: int,
-    max_pixels: dict[Path, int],
+    checks: dict[Path, _ImageChecks],
     progress: bool,
 ) -> None:
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -275,33 +417,35 @@ def _write_parquet(
         disable=not progress,
     ) as bar:
         task = bar.add_task("export")
-        for out_dir, record in _iter_pairs(inputs, stats, pair_keys):
-            try:
-                image = image_bytes_for_dataset(
-                    record["image_root"], record["image_path"], max_pixels[out_dir]
+        try:
+            for out_dir, record in _iter_pairs(inputs, stats, pair_keys):
+                try:
+                    image = checks[out_dir].bytes_of(record)
+                except ImageError as err:
+                    image_errors[err.reason] += 1
+                    log.warning(
+                        "skipping %s: image %s: %s (%s)",
+                        record["key"],
+                        record["image_path"],
+                        err.reason,
+                        err.detail,
+                    )
+                    continue
+                row = _row(record, image)
+                writer.add(row)
+                counts[(row["source"], row["negative_type"])] += 1
+                generators[row["generator"]] += 1
+                per_type = lengths.setdefault(
+                    row["negative_type"], {k: LengthCounter() for k in ("prompt", "chosen", "rejected")}
                 )
-            except ImageError as err:
-                image_errors[err.reason] += 1
-                log.warning(
-                    "skipping %s: image %s: %s (%s)",
-                    record["key"],
-                    record["image_path"],
-                    err.reason,
-                    err.detail,
-                )
-                continue
-            row = _row(record, image)
-            writer.add(row)
-            counts[(row["source"], row["negative_type"])] += 1
-            generators[row["generator"]] += 1
-            per_type = lengths.setdefault(
-                row["negative_type"], {k: LengthCounter() for k in ("prompt", "chosen", "rejected")}
-            )
-            per_type["prompt"].add(sum(_words(m["content"]) for m in row["prompt"]))
-            per_type["chosen"].add(_words(record["chosen"]))
-            per_type["rejected"].add(_words(record["rejected"]))
-            stats.pairs += 1
-            bar.advance(task)
+                per_type["prompt"].add(sum(_words(m["content"]) for m in row["prompt"]))
+                per_type["chosen"].add(_words(record["chosen"]))
+                per_type["rejected"].add(_words(record["rejected"]))
+                stats.pairs += 1
+                bar.advance(task)
+        except BaseException:
+            writer.abort()
+            raise
     stats.files = writer.close()
     if stats.pairs == 0:
         raise ExportError(

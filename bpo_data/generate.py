@@ -7,37 +7,54 @@ A shard is a readable list of steps (``bpo_data.pipeline``), run in one directio
 A first pass over the sources decides the sample (bottom-k over the whole source, whatever the
 shard count) and each unit's negative types; the second pass streams units through the steps.
 Every group of finished pairs and rejects is written durably before more are made, so ``kill -9``
-loses at most that group and a rerun of the same call finishes the work.
+(or SIGTERM, which unwinds like Ctrl-C) loses at most that group and a rerun of the same call
+finishes the work.
+
+What a run says about itself (``RunSummary``): a shard that had work and made no pair because its
+engine failed every time (a server down, a wrong port, a refused key) is ``engine_failed``, which
+the CLI and ``launch`` turn into a non-zero exit so the shard is retried; a source that holds no
+units at all is listed in ``empty_sources``, a warning, not a failure. Models and their libraries
+are imported only once there is a unit to make, so a rerun of a finished shard takes moments.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from bpo_data.engines.build import Engines, build_engines
 from bpo_data.hashing import shard_of
-from bpo_data.inject.llm import LLMRewriter
-from bpo_data.inject.negatives import InjectedNegatives, RulesRewriter
 from bpo_data.jsonl import count_lines
-from bpo_data.manifest import check_manifest, write_manifest
+from bpo_data.manifest import check_manifest, source_record, write_manifest
 from bpo_data.pipeline import Step, ThresholdFilter, run_steps
-from bpo_data.pipeline.make import MakeNegatives, NegativeMaker
 from bpo_data.pipeline.steps import LoadImages, ReadUnits, Sample, Shard, SkipDone, Write
 from bpo_data.recipe import Recipe, RecipeError, SourceSpec
 from bpo_data.sampling import bottom_k, negative_types
 from bpo_data.schema import NegativeType, Reject, Unit, pair_key
-from bpo_data.sources import read_units
-from bpo_data.store import ShardStore
-from bpo_data.weaken.negatives import WeakenedNegatives
+from bpo_data.sources import read_units, source_files
+from bpo_data.store import RETRYABLE_REASONS, ShardStore
 
-MAKERS = {"weaken": WeakenedNegatives, "inject": InjectedNegatives}
+if TYPE_CHECKING:
+    from bpo_data.engines.build import Engines
+    from bpo_data.pipeline.make import NegativeMaker
+
 ProgressHook = Callable[[int, int], None]  # (advance, new total or -1)
+
+
+class GenerateError(ValueError):
+    """A shard that cannot run as asked (an --out that is a file, say); the message says what to change."""
+
+
+class ModelLoadError(RuntimeError):
+    """The engines (a model, a server client) could not be built; the message names the model and cause."""
 
 
 @dataclass
@@ -73,10 +90,17 @@ class RunSummary:
     torn_bytes_repaired: int = 0
     models_loaded: bool = False
     steps: dict[str, dict[str, int]] = field(default_factory=dict)
+    empty_sources: list[str] = field(default_factory=list)  # sources that held no unit at all
+    reject_examples: dict[str, str] = field(default_factory=dict)  # the first detail of each reason
 
     @property
     def pairs_per_s(self) -> float:
         return self.pairs_written / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def engine_failed(self) -> bool:
+        """No pair made, and the engine failed: retry the shard rather than call it finished."""
+        return self.pairs_written == 0 and any(self.rejects.get(r) for r in RETRYABLE_REASONS)
 
     def to_dict(self) -> dict:
         return {
@@ -90,6 +114,9 @@ class RunSummary:
             "elapsed_s": round(self.elapsed_s, 3),
             "pairs_per_s": round(self.pairs_per_s, 3),
             "models_loaded": self.models_loaded,
+            "engine_failed": self.engine_failed,
+            "empty_sources": self.empty_sources,
+            "reject_examples": self.reject_examples,
             "steps": self.steps,
         }
 
@@ -117,9 +144,20 @@ def source_reader(
             seed=recipe.seed,
             data=given.data or spec.data,
             image_root=given.image_root or spec.image_root,
+            limits=recipe.text,
         )
 
     return read
+
+
+def source_records(specs: list[SourceSpec], paths: dict[str, SourcePaths]) -> dict[str, dict]:
+    """What the manifest records of each source's files (checked now, so a wrong path fails at once)."""
+    records = {}
+    for spec in specs:
+        given = paths.get(spec.name, SourcePaths())
+        data, image_root = source_files(spec, given.data or spec.data, given.image_root or spec.image_root)
+        records[spec.name] = source_record(data, image_root)
+    return records
 
 
 @dataclass
@@ -128,6 +166,7 @@ class Plan:
 
     chosen: dict[str, list[NegativeType]]
     units_read: int
+    units_by_source: dict[str, int] = field(default_factory=dict)
 
     def pair_keys(self) -> list[str]:
         return sorted(pair_key(key, kind) for key, kinds in self.chosen.items() for kind in kinds)
@@ -142,35 +181,56 @@ def make_plan(
 ) -> Plan:
     """The first pass: each source's bottom-k sample (over all its units), kept where this shard owns it."""
     chosen: dict[str, list[NegativeType]] = {}
-    units_read = 0
+    counts: Counter = Counter()
 
     def keys(spec: SourceSpec):
-        nonlocal units_read
         for item in read(spec):
             if isinstance(item, Unit):
-                units_read += 1
+                counts[spec.name] += 1
                 yield item.key
 
     for spec in specs:
+        if spec.quota == 0:
+            continue
         for key in bottom_k(keys(spec), spec.quota, recipe.seed):
             if shard_of(key, num_shards) == index:
                 chosen[key] = negative_types(key, spec, recipe.seed)
-    return Plan(chosen, units_read)
+    return Plan(chosen, sum(counts.values()), {s.name: counts[s.name] for s in specs if s.quota != 0})
+
+
+def _maker_class(kind: str):
+    """The maker of a negative type, imported only when a unit of that type is made (torch comes with it)."""
+    if kind == "weaken":
+        from bpo_data.weaken.negatives import WeakenedNegatives
+
+        return WeakenedNegatives
+    from bpo_data.inject.negatives import InjectedNegatives
+
+    return InjectedNegatives
+
+
+def needs_pixels(kind: str) -> bool:
+    """Whether the maker of ``kind`` looks at the image (only then is it decoded)."""
+    return _maker_class(kind).needs_image
 
 
 def build_makers(recipe: Recipe, kinds: set[str], engines: Engines) -> dict[str, NegativeMaker]:
     """The maker of each negative type the run needs, on the engines built for it."""
     makers: dict[str, NegativeMaker] = {}
     if "weaken" in kinds:
-        makers["weaken"] = WeakenedNegatives(
+        makers["weaken"] = _maker_class("weaken")(
             engines.vision, recipe.weaken, recipe.seed, engines.names["vision"], recipe.run.weaken.batch_size
         )
     if "inject" in kinds:
+        from bpo_data.inject.negatives import InjectedNegatives, RulesRewriter
+
         if recipe.inject.injector == "rules":
             # Rules take microseconds per unit: large batches keep the write groups full.
             rewriter = RulesRewriter(recipe.seed, recipe.inject.validation)
             makers["inject"] = InjectedNegatives(rewriter, "rules", max(recipe.run.inject.batch_size, 256))
         else:
+            from bpo_data.inject.llm import LLMRewriter
+
             rewriter = LLMRewriter(engines.text, recipe.inject, recipe.seed)
             makers["inject"] = InjectedNegatives(
                 rewriter, engines.names["text"], recipe.run.inject.batch_size
@@ -179,25 +239,63 @@ def build_makers(recipe: Recipe, kinds: set[str], engines: Engines) -> dict[str,
 
 
 def engines_for(recipe: Recipe, kinds: set[str]) -> Engines:
-    return build_engines(
-        recipe.model,
-        recipe.run,
-        recipe.seed,
-        vision="weaken" in kinds,
-        text="inject" in kinds and recipe.inject.injector == "llm",
-        text_model=recipe.inject.model,
-    )
+    """The engines ``kinds`` need; any failure to build them is a ``ModelLoadError`` naming the model."""
+    from bpo_data.engines.build import build_engines
+
+    for name, flag in ((recipe.model, "--model"), (recipe.inject.model, "--inject-model")):
+        if name and name.startswith(("/", "./", "../", "~")) and not Path(name).expanduser().exists():
+            raise ModelLoadError(
+                f"{flag} {name}: no such folder; give a llava-hf model id, a folder written by "
+                "save_pretrained, or 'smoke'"
+            )
+    try:
+        return build_engines(
+            recipe.model,
+            recipe.run,
+            recipe.seed,
+            vision="weaken" in kinds,
+            text="inject" in kinds and recipe.inject.injector == "llm",
+            text_model=recipe.inject.model,
+        )
+    except Exception as err:  # noqa: BLE001 - any failure here is one the user must act on
+        wanted = recipe.model if "weaken" in kinds or recipe.inject.model is None else recipe.inject.model
+        raise ModelLoadError(
+            f"cannot start the engines for {sorted(kinds)} with model {wanted!r}: "
+            f"{type(err).__name__}: {str(err).strip().rstrip('.')[:500]}. Check --model (a llava-hf id, "
+            "a folder written by save_pretrained, or 'smoke'), --inject-model and --base-url"
+        ) from err
+
+
+@contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """While inside, SIGTERM raises SystemExit as Ctrl-C raises KeyboardInterrupt, so the store syncs,
+    releases its lock and removes its pid file (a scheduler's stop is then as clean as Ctrl-C)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, _frame) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run_shard(recipe: Recipe, options: GenerateOptions, progress: ProgressHook | None = None) -> RunSummary:
     """Make (or finish) one shard's pairs; see the module docstring for the steps."""
     started = time.perf_counter()
+    out_dir = Path(options.out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise GenerateError(f"--out {out_dir} is a file; give a folder (it is created if missing)")
     specs = selected_sources(recipe, options.sources)
     read = source_reader(recipe, options.paths)
     kinds = recipe.negative_kinds([s.name for s in specs])
     summary = RunSummary(shard=f"{options.shard_index}/{options.num_shards}")
-    out_dir = Path(options.out_dir)
-    check_manifest(out_dir, recipe)
+    sources = source_records(specs, options.paths)
+    check_manifest(out_dir, recipe, sources)
     engines: Engines | None = None
 
     def makers() -> dict[str, NegativeMaker]:
@@ -205,16 +303,17 @@ def run_shard(recipe: Recipe, options: GenerateOptions, progress: ProgressHook |
         engines = engines_for(recipe, kinds)
         summary.models_loaded = True
         built = build_makers(recipe, kinds, engines)
-        write_manifest(out_dir, recipe, options.recipe_path, [m.generator for m in built.values()])
+        write_manifest(out_dir, recipe, options.recipe_path, [m.generator for m in built.values()], sources)
         return built
 
-    with ShardStore(out_dir, options.shard_index, options.num_shards) as store:
-        write_manifest(out_dir, recipe, options.recipe_path, [])
+    with _sigterm_unwinds(), ShardStore(out_dir, options.shard_index, options.num_shards) as store:
+        write_manifest(out_dir, recipe, options.recipe_path, [], sources)
         summary.torn_bytes_repaired = store.torn_bytes
         done = store.done_keys()
         plan = make_plan(recipe, specs, read, options.shard_index, options.num_shards)
         keys = plan.pair_keys()
         summary.units_read = plan.units_read
+        summary.empty_sources = [name for name, count in plan.units_by_source.items() if count == 0]
         summary.pairs_planned = len(keys)
         summary.already_done = sum(key in done for key in keys)
         store.write_plan(_plan_record(summary, keys, store))
@@ -224,12 +323,19 @@ def run_shard(recipe: Recipe, options: GenerateOptions, progress: ProgressHook |
         writer = Write(
             store, done, strict=options.strict, progress=(lambda n: progress(n, -1)) if progress else None
         )
+        from bpo_data.pipeline.make import MakeNegatives
+
         steps: list[Step] = [
             ReadUnits(specs, read),
             Shard(options.shard_index, options.num_shards),
             sample,
             SkipDone(done),
-            LoadImages(recipe.images.max_pixels, {k for k, maker in MAKERS.items() if maker.needs_image}),
+            LoadImages(
+                recipe.images.max_pixels,
+                needs_pixels,
+                max_aspect_ratio=recipe.images.max_aspect_ratio,
+                trusted=recipe.run.trust_image_dirs,
+            ),
             MakeNegatives(makers),
             *(ThresholdFilter(spec) for spec in recipe.filters),
             *options.steps,
@@ -243,6 +349,7 @@ def run_shard(recipe: Recipe, options: GenerateOptions, progress: ProgressHook |
         summary.units_seen = sample.stats["units"]
         summary.pairs_written = writer.stats["pairs"]
         summary.rejects = Counter({k: v for k, v in writer.stats.items() if k != "pairs"})
+        summary.reject_examples = dict(writer.examples)
         summary.steps = {step.name: dict(step.stats) for step in steps}
         summary.elapsed_s = time.perf_counter() - started
         store.write_summary(summary.to_dict())

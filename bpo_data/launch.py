@@ -127,12 +127,12 @@ def make_job(
 def run_worker(job: LaunchJob, shard: str) -> int:
     """One shard of a saved job, in this process: what ``python -m bpo_data.launch`` runs.
 
-    Exit 0 when the shard is finished, 1 when it failed (so launch retries it), 2 when it can
-    never succeed as configured.
+    Exit 0 when the shard is finished, 1 when it failed (so launch retries it: a busy shard, an
+    engine that made nothing, a model that did not load), 2 when it can never succeed as configured.
     """
     import warnings
 
-    from bpo_data.generate import generate
+    from bpo_data.generate import ModelLoadError, generate
     from bpo_data.store import ShardBusy, parse_shard_spec
 
     with warnings.catch_warnings():
@@ -151,13 +151,23 @@ def run_worker(job: LaunchJob, shard: str) -> int:
             strict=job.strict,
             recipe_path=job.recipe_path,
         )
-    except ShardBusy as err:
+    except (ShardBusy, ModelLoadError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(json.dumps(summary.to_dict()))
+    if summary.engine_failed:
+        reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(summary.rejects.items()))
+        example = summary.reject_examples.get("engine_error", "")[:300]
+        print(
+            f"error: shard {shard} made no pair, its engine failed ({reasons}; e.g. {example})",
+            file=sys.stderr,
+        )
+        return 1
+    for name in summary.empty_sources:
+        print(f"warning: source {name!r} holds no units", file=sys.stderr)
     return 0
 
 

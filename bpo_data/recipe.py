@@ -27,6 +27,9 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 # Pixels above this are refused before decoding (Pillow's bomb guard stops at 179M; a 64M-pixel RGB
 # image is ~190 MB decoded, which is as much as one shard should hold for a single unit).
 DEFAULT_MAX_PIXELS = 64_000_000
+# LLaVA's processor scales the short side up to 336 px before cropping, so memory grows with the
+# aspect ratio: 2000x1 takes ~2.5 GB. Photos, posters and panoramas stay well under 20:1.
+DEFAULT_MAX_ASPECT_RATIO = 20.0
 
 
 class RecipeError(ValueError):
@@ -126,6 +129,33 @@ class ImageSpec(_Strict):
     max_pixels: int = Field(
         DEFAULT_MAX_PIXELS, ge=1, description="larger images are rejected as image_too_large"
     )
+    max_aspect_ratio: float = Field(
+        DEFAULT_MAX_ASPECT_RATIO,
+        ge=1.0,
+        description="longer side / shorter side; beyond it an image is rejected as image_aspect_ratio",
+    )
+
+
+class TextSpec(_Strict):
+    """Bounds on the text a unit carries: what any model is asked, and what training will read.
+
+    Counted in characters, not tokens, so that which pairs exist never depends on an engine's
+    tokenizer (and needs none to be loaded). A unit past a bound is a reject with its reason; with
+    ``turns: all`` the prompt bound also bounds what one long conversation can write, since each
+    turn's prompt repeats the turns before it.
+    """
+
+    max_prompt_chars: int = Field(
+        12_000,
+        ge=1,
+        description="earlier turns + question; about 3k tokens of LLaVA-1.5's 4k context, beside "
+        "576 image tokens and the answer (prompt_too_long)",
+    )
+    max_answer_chars: int = Field(
+        8_000,
+        ge=1,
+        description="the ground-truth answer, which the injection prompt repeats (answer_too_long)",
+    )
 
 
 class FilterSpec(_Strict):
@@ -159,21 +189,27 @@ class FilterSpec(_Strict):
 
 class WeakenRun(_Strict):
     engine: Literal["hf", "vllm"] = "hf"
-    batch_size: int = Field(16, ge=1, description="left-padded batches per generate call")
+    batch_size: int = Field(
+        16, ge=1, description="hf: left-padded rows per generate call (vllm streams: run.vllm.in_flight)"
+    )
 
 
 class InjectRun(_Strict):
     engine: Literal["hf", "vllm", "openai"] = "hf"
     base_url: str | None = Field(None, description="the OpenAI-compatible server (engine openai)")
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the key")
-    batch_size: int = Field(16, ge=1)
-    concurrency: int = Field(8, ge=1, description="requests in flight (engine openai)")
+    batch_size: int = Field(
+        16, ge=1, description="hf: rows per generate call (openai and vllm stream; rules batch 256+)"
+    )
+    concurrency: int = Field(
+        8, ge=1, description="openai: requests at the server at all times, independent of any batch"
+    )
     max_retries: int = Field(5, ge=0)
     timeout_s: float = Field(120.0, gt=0)
 
 
 class VllmSpec(_Strict):
-    """The vLLM engine's ``LLM``: one per shard, shared by weakening and injection."""
+    """The vLLM engine: one per shard, shared by weakening and injection, fed continuously."""
 
     gpu_memory_utilization: float = Field(
         0.85, gt=0.0, le=1.0, description="below vLLM's 0.9: the HF vision tower shares the GPU"
@@ -181,6 +217,18 @@ class VllmSpec(_Strict):
     tensor_parallel_size: int = Field(1, ge=1)
     max_model_len: int | None = Field(4096, ge=1, description="LLaVA-1.5's context; null = the model's")
     enforce_eager: bool = Field(False, description="skip CUDA graph capture: faster start, slower decode")
+    in_flight: int = Field(
+        512,
+        ge=1,
+        description="prompts kept submitted to vLLM: above what its scheduler runs at once (≤ 256 "
+        "sequences by default), so a finished sequence's slot is refilled at the next step",
+    )
+    enable_prefix_caching: bool = Field(
+        True, description="injection prompts share 612–675 tokens of system text and examples: computed once"
+    )
+    embed_batch: int = Field(
+        32, ge=1, description="images per vision-tower call on the prefetch thread (weakening)"
+    )
 
 
 class RunSettings(_Strict):
@@ -188,6 +236,10 @@ class RunSettings(_Strict):
 
     device: str = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    trust_image_dirs: list[str] = Field(
+        default_factory=list,
+        description="folders outside an image root that its symbolic links may lead to (--trust-image-dir)",
+    )
     weaken: WeakenRun = Field(default_factory=WeakenRun)
     inject: InjectRun = Field(default_factory=InjectRun)
     vllm: VllmSpec = Field(default_factory=VllmSpec)
@@ -245,6 +297,7 @@ class Recipe(_Strict):
     weaken: WeakenSpec = Field(default_factory=WeakenSpec)
     inject: InjectSpec = Field(default_factory=InjectSpec)
     images: ImageSpec = Field(default_factory=ImageSpec)
+    text: TextSpec = Field(default_factory=TextSpec)
     filters: list[FilterSpec] = Field(default_factory=list)
     run: RunSettings = Field(default_factory=RunSettings)
 
@@ -345,13 +398,13 @@ def error_lines(err: ValidationError, names: dict[str, str] | None = None) -> li
 def resolve_recipe_path(path_or_name: str) -> Path:
     """A path, or the bare name of a recipe shipped with the package (``demo`` → recipes/demo.yaml)."""
     path = Path(path_or_name)
-    if path.is_dir():
-        raise RecipeError(f"--recipe {path_or_name!r} is a folder; give a recipe YAML file or a shipped name")
-    if path.exists():
+    if path.is_file():
         return path
     shipped = resources.recipe_file(path_or_name)
-    if shipped is not None:
+    if shipped is not None:  # a shipped name wins over a folder of that name (out/demo, say)
         return shipped
+    if path.is_dir():
+        raise RecipeError(f"--recipe {path_or_name!r} is a folder; give a recipe YAML file or a shipped name")
     raise RecipeError(
         f"recipe {path_or_name!r} not found: give a YAML path or one of {resources.recipe_names()}"
     )
@@ -392,6 +445,7 @@ SETTING_FLAGS: dict[str, tuple[str, ...]] = {
     "weaken_batch_size": ("run", "weaken", "batch_size"),
     "inject_batch_size": ("run", "inject", "batch_size"),
     "concurrency": ("run", "inject", "concurrency"),
+    "trust_image_dirs": ("run", "trust_image_dirs"),
 }
 
 

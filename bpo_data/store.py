@@ -31,7 +31,11 @@ _FILE = re.compile(r"^\.?(pairs|rejects|summary|plan|lock|pid)-(\d+)-of-(\d+)(?:
 
 
 class ShardBusy(RuntimeError):
-    """Another live process holds the shard's lock."""
+    """Another live process holds the shard's lock, or runs shards of another count in the folder."""
+
+
+class UnwritableRecord(ValueError):
+    """A pair that cannot be written as UTF-8 JSON (a lone surrogate, say); the caller rejects it instead."""
 
 
 @dataclass(frozen=True)
@@ -123,6 +127,7 @@ class ShardStore:
                 f"process (pid {holder}); wait for it to finish or stop it before rerunning"
             ) from None
         try:
+            _refuse_other_shard_counts(files)
             files.pid.write_text(str(os.getpid()))
             self.torn_bytes = repair_tail(files.pairs) + repair_tail(files.rejects)
             self._pairs = open(files.pairs, "ab")
@@ -155,8 +160,8 @@ class ShardStore:
         ``sync`` also forces them to disk (fsync), so a machine that loses power or is preempted
         loses none either; callers writing one record at a time sync every group instead.
         """
-        for handle, records in ((self._pairs, pairs), (self._rejects, rejects)):
-            lines = b"".join(json.dumps(r.to_dict(), ensure_ascii=False).encode() + b"\n" for r in records)
+        encoded = (b"".join(map(_pair_line, pairs)), b"".join(map(_reject_line, rejects)))
+        for handle, lines in zip((self._pairs, self._rejects), encoded):
             if lines:
                 handle.write(lines)
                 handle.flush()
@@ -166,6 +171,44 @@ class ShardStore:
     def sync(self) -> None:
         for handle in (self._pairs, self._rejects):
             os.fsync(handle.fileno())
+
+
+def _pair_line(pair: Pair) -> bytes:
+    try:
+        return json.dumps(pair.to_dict(), ensure_ascii=False).encode() + b"\n"
+    except (UnicodeEncodeError, ValueError, TypeError) as err:
+        raise UnwritableRecord(f"pair {pair.key!r} cannot be written as UTF-8 JSON ({err})") from err
+
+
+def _reject_line(reject: Reject) -> bytes:
+    """A reject always gets written: text that is not UTF-8 is kept as JSON escapes."""
+    record = reject.to_dict()
+    try:
+        return json.dumps(record, ensure_ascii=False).encode() + b"\n"
+    except UnicodeEncodeError:
+        return json.dumps(record).encode() + b"\n"
+
+
+def _refuse_other_shard_counts(files: ShardFiles) -> None:
+    """Refuse to start while shards of another count write the folder: each count splits the units
+    its own way, so both would make every unit (export keeps one copy, but the work is doubled).
+
+    Runs after this shard holds its lock: of two counts starting together, the later to look sees
+    the other (at worst both refuse, and a rerun goes ahead).
+    """
+    live = [
+        other
+        for other in ShardFiles.found(files.out_dir)
+        if other.num_shards != files.num_shards and lock_is_held(other.lock)
+    ]
+    if live:
+        labels = ", ".join(other.label for other in live[:4]) + (" …" if len(live) > 4 else "")
+        counts = sorted({other.num_shards for other in live})
+        raise ShardBusy(
+            f"{files.out_dir} is being written by shards of another count ({labels}); shard "
+            f"{files.label} would make their units a second time. Run this shard with --shard i/"
+            f"{counts[0]}, or wait for them to finish (a shard count may change between runs, not during one)"
+        )
 
 
 def done_keys(out_dir: str | os.PathLike) -> set[str]:

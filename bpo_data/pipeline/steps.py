@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from bpo_data.hashing import shard_of
 from bpo_data.images import ImageError, check_image, load_image
 from bpo_data.recipe import SourceSpec
 from bpo_data.schema import NegativeType, Pair, Reject, Unit, pair_key
-from bpo_data.store import ShardStore
+from bpo_data.store import ShardStore, UnwritableRecord
 
 
 @dataclass
@@ -153,23 +153,40 @@ class SkipDone(Step):
 
 
 class LoadImages(Step):
-    """Decodes the image for negatives that look at it; for the others only its header is checked."""
+    """Decodes the image for negatives that look at it; for the others only its header is checked.
+
+    ``needs_pixels(kind)`` says which negative types look at the image; it is asked once per type,
+    on the first item of that type, so a run with nothing left to make imports no maker at all.
+    """
 
     name = "load images"
 
-    def __init__(self, max_pixels: int, decode_for: set[str]):
+    def __init__(
+        self,
+        max_pixels: int,
+        needs_pixels: Callable[[str], bool],
+        *,
+        max_aspect_ratio: float | None = None,
+        trusted: Sequence[str] = (),
+    ):
         super().__init__()
         self.max_pixels = max_pixels
-        self.decode_for = decode_for
+        self.max_aspect_ratio = max_aspect_ratio
+        self.trusted = tuple(trusted)
+        self._needs_pixels = needs_pixels
+        self._decode: dict[str, bool] = {}
 
     def process(self, work: Work) -> Iterable[Work]:
         unit = work.unit
+        if work.kind not in self._decode:
+            self._decode[work.kind] = self._needs_pixels(work.kind)
+        limits = {"max_aspect_ratio": self.max_aspect_ratio, "trusted": self.trusted}
         try:
-            if work.kind in self.decode_for:
-                work.image = load_image(unit.image_root, unit.image, self.max_pixels)
+            if self._decode[work.kind]:
+                work.image = load_image(unit.image_root, unit.image, self.max_pixels, **limits)
                 self.stats["decoded"] += 1
             else:
-                check_image(unit.image_root, unit.image, self.max_pixels)
+                check_image(unit.image_root, unit.image, self.max_pixels, **limits)
                 self.stats["header checked"] += 1
         except ImageError as err:
             self.stats[err.reason] += 1
@@ -210,6 +227,7 @@ class Write(Step):
         self.progress = progress
         self._unsynced = 0
         self._since = time.monotonic()
+        self.examples: dict[str, str] = {}  # the first detail seen of each reject reason
 
     def run(self, items: Iterable[Work]) -> Iterator[Work]:
         try:
@@ -224,10 +242,18 @@ class Write(Step):
             self._sync()
 
     def _write(self, work: Work) -> None:
-        pair, reject = work.pair, work.reject
-        self.store.write([pair] if pair else [], [reject] if reject else [], sync=False)
+        pair = work.pair
+        try:
+            self.store.write([pair] if pair else [], [work.reject] if work.reject else [], sync=False)
+        except UnwritableRecord as err:  # one bad record must not stop the shard
+            work.fail("unwritable_record", f"{err}; fix the source record")
+            pair = None
+            self.store.write([], [work.reject], sync=False)
         self.done.add(work.key)
-        self.stats["pairs" if pair else reject.reason] += 1
+        reason = "pairs" if pair else work.reject.reason
+        self.stats[reason] += 1
+        if not pair:
+            self.examples.setdefault(reason, work.reject.detail)
         if self.progress is not None:
             self.progress(1)
         self._unsynced += 1

@@ -2,14 +2,16 @@
 
 ``read_units`` is the single entry point the pipeline calls; ``spec.format`` picks the module.
 Readers stream their file and yield a ``Unit`` per (record, turn) or a ``Reject`` saying why a
-record or turn cannot be used — bad input never stops a run.
+record or turn cannot be used — bad input never stops a run. ``source_files`` says which files a
+source reads, so a run can record (and a rerun compare) what each source was made from.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
-from bpo_data.recipe import SourceSpec
+from bpo_data.recipe import SourceSpec, TextSpec
 from bpo_data.schema import Reject, Unit
 from bpo_data.sources import llava_format, llava_instruct, llavar, sample, sharegptv
 
@@ -20,19 +22,44 @@ _READERS = {
     "llava": llava_format.read_units,
     "sample": sample.read_units,
 }
+_FACTS = {
+    "sharegptv": sharegptv.FACTS,
+    "llavar": llavar.FACTS,
+    "llava-instruct": llava_instruct.FACTS,
+    "llava": llava_format.LLAVA,
+}
 SOURCE_FORMATS = frozenset(_READERS)
 
 
-def read_units(
-    spec: SourceSpec, *, seed: int, data: str | None = None, image_root: str | None = None
-) -> Iterator[Unit | Reject]:
-    """The units of one source. ``data``/``image_root`` override the recipe's paths (CLI flags).
-
-    Paths are checked when this is called, so a wrong flag fails before any work starts.
-    """
-    reader = _READERS.get(spec.format)
-    if reader is None:
+def _check_format(spec: SourceSpec) -> None:
+    if spec.format not in _READERS:
         raise ValueError(
             f"source {spec.name!r} has unknown format {spec.format!r}; use one of {sorted(SOURCE_FORMATS)}"
         )
-    return reader(spec, seed=seed, data=data, image_root=image_root)
+
+
+def read_units(
+    spec: SourceSpec,
+    *,
+    seed: int,
+    data: str | None = None,
+    image_root: str | None = None,
+    limits: TextSpec | None = None,
+) -> Iterator[Unit | Reject]:
+    """The units of one source. ``data``/``image_root`` override the recipe's paths (CLI flags);
+    ``limits`` are the recipe's bounds on a unit's text (defaults when None).
+
+    Paths are checked when this is called, so a wrong flag fails before any work starts.
+    """
+    _check_format(spec)
+    return _READERS[spec.format](spec, seed=seed, data=data, image_root=image_root, limits=limits)
+
+
+def source_files(
+    spec: SourceSpec, data: str | None = None, image_root: str | None = None
+) -> tuple[Path, Path]:
+    """The data file and image root a source reads (absolute, resolved), checked as ``read_units`` does."""
+    _check_format(spec)
+    if spec.format == "sample":
+        return sample.sample_file(spec, data, image_root)
+    return llava_format.source_paths(spec, _FACTS[spec.format], data, image_root)

@@ -3,47 +3,49 @@
 The format shared by ShareGPT4V, LLaVAR and LLaVA-Instruct: records
 ``{"id", "image", "conversations": [{"from": "human"|"gpt", "value": ...}, ...]}`` stored either
 as one JSON array or as JSON Lines; the file's first non-space byte (``[`` or not) tells which.
+``json_records`` reads either layout one record at a time in bounded memory and depth, so the
+230 MB LLaVA-Instruct-150K array never becomes a list of Python objects.
 
-Memory stays bounded whatever the file size: LLaVA-Instruct-150K is a ~230 MB JSON array, which
-``json.load`` would turn into gigabytes of Python objects, so arrays are streamed with ``ijson``
-(yajl2_c backend) and records are yielded one at a time — never the whole list. JSONL is read
-line by line. The only state kept across records is the set of ids already seen.
-
-Bad input never stops a run: a broken line, a record without image or answer, an image path that
-escapes the root… each becomes a ``Reject`` naming the file, the record and the fix, and reading
-goes on. A JSON array that breaks mid-way cannot be resynchronised, so it yields one reject for
-the rest of that file. Image files are not opened here (too slow over 230k records); the pipeline
-checks them with ``bpo_data.images``.
+Bad input never stops a run: a broken record, a record without image or answer, an image path
+that escapes the root, text that cannot be written as UTF-8, a prompt past the recipe's bound…
+each becomes a ``Reject`` naming the file, the record and the fix, and reading goes on. Image
+files are not opened here (too slow over 230k records); the pipeline checks them with
+``bpo_data.images``.
 
 Ids: some sources use ints (stored as ``str(id)``); a record without an id gets its position,
 ``idx-<n>`` (0-based array index, or 0-based line number in JSONL, so both layouts of the same
-data give the same keys). A multi-turn record gives one unit per human→gpt exchange, keyed
-``<source>/<record_id>/<turn>``, with the earlier exchanges as context; ``turns`` keeps the first
-exchange, all of them, or one per record picked by a stable hash of (source, record id, seed).
+data give the same keys). An explicit id of that shape gets a ``=`` in front (``=idx-1``, and
+``==idx-1`` for ``=idx-1``…), so it never meets a position's id. A record identical to an
+earlier one (same id, image and conversation) is a ``duplicate_record``: it is made once.
+
+A multi-turn record gives one unit per human→gpt exchange, keyed ``<source>/<record_id>/<turn>``,
+with the earlier exchanges as context; ``turns`` keeps the first exchange, all of them, or one per
+record picked by a stable hash of (source, record id, seed). The ``<image>`` placeholder is removed
+from questions and answers alike.
 """
 
 from __future__ import annotations
 
-import codecs
-import json
+import hashlib
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
-import ijson
-
 from bpo_data.hashing import stable_u64
 from bpo_data.images import ImageError, check_image_path
-from bpo_data.prompting import strip_image_marker
-from bpo_data.recipe import SourceSpec
+from bpo_data.recipe import SourceSpec, TextSpec
 from bpo_data.schema import Reject, Turn, Unit
+from bpo_data.sources.json_records import Broken, Record, array_records, jsonl_records
+from bpo_data.text import has_lone_surrogate, is_blank, remove_image_marker
 
 Style = Literal["description", "qa"]
 _HUMAN = {"human", "user"}
 _GPT = {"gpt", "assistant"}
 _WHITESPACE = b" \t\r\n"
-_BOM = codecs.BOM_UTF8
+_BOM = b"\xef\xbb\xbf"
+_FALLBACK_SHAPE = re.compile(r"=*idx-\d+")
 
 
 @dataclass(frozen=True)
@@ -65,63 +67,6 @@ LLAVA = FormatFacts(
 )
 
 
-@dataclass(frozen=True)
-class _Record:
-    value: Any
-    position: int  # 0-based array index or 0-based line number: the fallback id
-    in_array: bool
-
-    @property
-    def where(self) -> str:
-        """For people: "item 11" (0-based) or "line 12" (1-based)."""
-        return f"item {self.position}" if self.in_array else f"line {self.position + 1}"
-
-    @property
-    def tag(self) -> str:
-        """For reject keys: "item11" / "line12"."""
-        return self.where.replace(" ", "")
-
-
-@dataclass(frozen=True)
-class _Broken:
-    reason: str
-    detail: str
-    tag: str
-
-
-class _Utf8Checked:
-    """A binary reader that fails with UnicodeDecodeError at the first non-UTF-8 byte.
-
-    yajl reports bad bytes only inside strings and with a vague message; checking here gives an
-    exact offset and a distinct reason (``non_utf8``) for arrays. The valid bytes before the bad
-    one are passed on first, so every complete record before it is still yielded.
-    """
-
-    def __init__(self, raw: BinaryIO):
-        self._raw = raw
-        self._decoder = codecs.getincrementaldecoder("utf-8")()
-        self._error: UnicodeDecodeError | None = None
-        self.offset = raw.tell()
-
-    def read(self, size: int = -1) -> bytes:
-        if self._error is not None:
-            raise self._error
-        if size == 0:
-            return b""
-        chunk = self._raw.read(size)
-        pending = len(self._decoder.getstate()[0])  # bytes of a split character held from the last chunk
-        try:
-            self._decoder.decode(chunk, final=not chunk)
-        except UnicodeDecodeError as err:
-            err.start += self.offset - pending
-            self._error = err
-            chunk = chunk[: max(0, err.start - self.offset)]
-            if not chunk:
-                raise err from None
-        self.offset += len(chunk)
-        return chunk
-
-
 def _first_byte(handle: BinaryIO) -> bytes:
     """The first non-space byte, leaving ``handle`` positioned just after any UTF-8 BOM."""
     head = handle.read(len(_BOM))
@@ -135,63 +80,10 @@ def _first_byte(handle: BinaryIO) -> bytes:
             return stripped[:1]
 
 
-def _array_records(handle: BinaryIO, path: Path) -> Iterator[_Record | _Broken]:
-    checked = _Utf8Checked(handle)
-    count = 0
-    try:
-        for value in ijson.items(checked, "item", use_float=True):
-            yield _Record(value, count, True)
-            count += 1
-    except UnicodeDecodeError as err:
-        yield _Broken(
-            "non_utf8",
-            f"{path}: byte offset {err.start} is not UTF-8 ({err.reason}), inside or after item {count}; "
-            f"the {count} items before it were read and the rest of the file was skipped — "
-            "re-encode the file as UTF-8",
-            f"item{count}+",
-        )
-    except ijson.JSONError as err:
-        message = str(err).strip().splitlines()[0]
-        yield _Broken(
-            "corrupt_json",
-            f"{path}: the JSON array breaks inside or after item {count} ({message}); the {count} items "
-            "before it were read and the rest of the file was skipped — re-download or repair the file",
-            f"item{count}+",
-        )
-
-
-def _jsonl_records(handle: BinaryIO, path: Path) -> Iterator[_Record | _Broken]:
-    for index, raw in enumerate(handle):
-        line = index + 1
-        if not raw.strip():
-            continue
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as err:
-            yield _Broken(
-                "non_utf8",
-                f"{path} line {line}: byte {err.start} is not UTF-8 ({err.reason}); "
-                "re-encode the file as UTF-8 or delete the line",
-                f"line{line}",
-            )
-            continue
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as err:
-            yield _Broken(
-                "corrupt_json",
-                f"{path} line {line}: not valid JSON ({err.msg} at column {err.colno}); "
-                "fix or delete the line — the rest of the file is read as usual",
-                f"line{line}",
-            )
-            continue
-        yield _Record(value, index, False)
-
-
-def _iter_records(path: Path) -> Iterator[_Record | _Broken]:
+def _iter_records(path: Path) -> Iterator[Record | Broken]:
     """The file's records in order, JSON array or JSONL, with breakage reported in place."""
     with open(path, "rb") as handle:
-        reader = _array_records if _first_byte(handle) == b"[" else _jsonl_records
+        reader = array_records if _first_byte(handle) == b"[" else jsonl_records
         yield from reader(handle, path)
 
 
@@ -218,38 +110,28 @@ def _exchanges(conversations: list[Any]) -> list[_Exchange]:
         message = conversations[i]
         role = message.get("from") if isinstance(message, dict) else None
         if role not in _HUMAN:
-            out.append(
-                _Exchange(
-                    "",
-                    "",
-                    (
-                        "bad_turn_order",
-                        f"message {i} is from {role!r} where a human question was expected; "
-                        "conversations must alternate human, gpt — fix the record",
-                    ),
-                )
+            problem = (
+                "bad_turn_order",
+                f"message {i} is from {role!r} where a human question was expected; "
+                "conversations must alternate human, gpt — fix the record",
             )
+            out.append(_Exchange("", "", problem))
             return out
-        question = strip_image_marker(_text(message.get("value")))
+        question = remove_image_marker(_text(message.get("value")))
         reply = conversations[i + 1] if i + 1 < len(conversations) else None
         if not (isinstance(reply, dict) and reply.get("from") in _GPT):
-            out.append(
-                _Exchange(
-                    question,
-                    "",
-                    (
-                        "no_gpt_turn",
-                        f"human message {i} has no gpt answer after it; "
-                        "earlier turns were kept — complete or drop the record",
-                    ),
-                )
+            problem = (
+                "no_gpt_turn",
+                f"human message {i} has no gpt answer after it; earlier turns were kept — complete or "
+                "drop the record",
             )
+            out.append(_Exchange(question, "", problem))
             return out
-        answer = _text(reply.get("value")).strip()
+        answer = remove_image_marker(_text(reply.get("value")))
         problem = None
-        if not question:
+        if is_blank(question):
             problem = ("empty_question", f"turn {len(out)} has an empty question; fix the record")
-        elif not answer:
+        elif is_blank(answer):
             problem = ("empty_answer", f"turn {len(out)} has an empty gpt answer; fix the record")
         out.append(_Exchange(question, answer, problem))
         i += 2
@@ -265,8 +147,9 @@ def _chosen_turns(spec: SourceSpec, record_id: str, count: int, seed: int) -> It
 
 
 def _record_id(raw_id: Any, position: int) -> str:
+    """The record's own id, or ``idx-<position>``; an own id of that shape is escaped with ``=``."""
     if isinstance(raw_id, str) and raw_id.strip():
-        return raw_id
+        return "=" + raw_id if _FALLBACK_SHAPE.fullmatch(raw_id) else raw_id
     if isinstance(raw_id, int) and not isinstance(raw_id, bool):
         return str(raw_id)
     return f"idx-{position}"
@@ -278,100 +161,179 @@ def _image_path(image: Any) -> str | None:
     return image if isinstance(image, str) and image.strip() else None
 
 
-def _where(path: Path, record: _Record, record_id: str) -> str:
-    return f"{path} {record.where} (id {record_id})"
+def _content_digest(value: dict) -> int:
+    """What makes two records the same record: their image and every message, in order."""
+    parts = [_text(value.get("image"))]
+    conversations = value.get("conversations")
+    if isinstance(conversations, list):
+        for message in conversations:
+            if isinstance(message, dict):
+                parts += [_text(message.get("from")), _text(message.get("value"))]
+    text = "\x1f".join(parts).encode("utf-8", "surrogatepass")
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big")
 
 
-def _records_to_units(
-    records: Iterable[_Record | _Broken],
-    spec: SourceSpec,
-    facts: FormatFacts,
-    *,
-    seed: int,
-    path: Path,
-    image_root: str,
-    style: Style,
-) -> Iterator[Unit | Reject]:
-    """Units (and rejects) from parsed records; see the module docstring for the rules."""
-    seen: set[str] = set()
-    repeats: dict[str, int] = {}
+def _digests_under(record_id: str, seen: dict[str, int]) -> Iterator[int]:
+    """The contents of the records given ``record_id`` so far: itself, then its ``~1``, ``~2``… repeats."""
+    yield seen[record_id]
+    repeat = 1
+    while (name := f"{record_id}~{repeat}") in seen:
+        yield seen[name]
+        repeat += 1
 
-    def reject(key: str, reason: str, detail: str) -> Reject:
-        return Reject(key=key, source=spec.name, reason=reason, detail=detail, file=str(path))
 
-    for record in records:
-        if isinstance(record, _Broken):
-            yield reject(f"{spec.name}/@{record.tag}", record.reason, record.detail)
-            continue
-        value = record.value
-        if not isinstance(value, dict):
-            yield reject(
-                f"{spec.name}/@{record.tag}",
-                "corrupt_json",
-                f"{path} {record.where}: a {type(value).__name__}, not a record object; fix or remove it",
-            )
-            continue
-        record_id = _record_id(value.get("id"), record.position)
-        if record_id in seen:
-            if facts.repeated_ids == "reject":
-                yield reject(
-                    f"{spec.name}/@{record.tag}",
-                    "duplicate_id",
-                    f"{_where(path, record, record_id)}: id already used by an earlier record of this "
-                    "source; only the first is kept — give the record a unique id if it is wanted",
+def _has_bad_text(image: str, exchanges: list[_Exchange]) -> bool:
+    strings = [image] + [t for e in exchanges for t in (e.question, e.answer)]
+    return any(has_lone_surrogate(text) for text in strings)
+
+
+def _where(path: Path, record: Record, record_id: str) -> str:
+    return f"{path} {record.where} (id {record_id!r})"
+
+
+@dataclass
+class _Reader:
+    """Turns one source file's parsed records into units and rejects (the module docstring's rules)."""
+
+    spec: SourceSpec
+    facts: FormatFacts
+    seed: int
+    path: Path
+    image_root: str
+    style: Style
+    limits: TextSpec
+
+    def reject(self, key: str, reason: str, detail: str) -> Reject:
+        return Reject(key=key, source=self.spec.name, reason=reason, detail=detail, file=str(self.path))
+
+    def units(self, records: Iterable[Record | Broken]) -> Iterator[Unit | Reject]:
+        name = self.spec.name
+        seen: dict[str, int] = {}  # ids given so far → digest of their record's content
+        repeats: dict[str, int] = {}
+        for record in records:
+            if isinstance(record, Broken):
+                yield self.reject(f"{name}/@{record.tag}", record.reason, record.detail)
+                continue
+            value = record.value
+            if not isinstance(value, dict):
+                yield self.reject(
+                    f"{name}/@{record.tag}",
+                    "corrupt_json",
+                    f"{self.path} {record.where}: a {type(value).__name__}, not a record object; "
+                    "fix or remove it",
                 )
                 continue
-            base = record_id
-            while record_id in seen:
-                repeats[base] = repeats.get(base, 0) + 1
-                record_id = f"{base}~{repeats[base]}"
-        seen.add(record_id)
-        record_key = f"{spec.name}/{record_id}"
+            record_id = _record_id(value.get("id"), record.position)
+            if has_lone_surrogate(record_id):
+                yield self.reject(
+                    f"{name}/@{record.tag}",
+                    "non_utf8",
+                    f"{self.path} {record.where}: its id {record_id!r} holds a lone surrogate escape "
+                    "(\\udXXX), which is not a character; fix the id",
+                )
+                continue
+            digest = _content_digest(value)
+            if record_id in seen:
+                where = _where(self.path, record, record_id)
+                if digest in _digests_under(record_id, seen):
+                    yield self.reject(
+                        f"{name}/@{record.tag}",
+                        "duplicate_record",
+                        f"{where}: an exact copy of an earlier record (same id, image and conversation); "
+                        "it is made once",
+                    )
+                    continue
+                if self.facts.repeated_ids == "reject":
+                    yield self.reject(
+                        f"{name}/@{record.tag}",
+                        "duplicate_id",
+                        f"{where}: id already used by an earlier record of this source; only the first "
+                        "is kept — give the record a unique id if it is wanted",
+                    )
+                    continue
+                base = record_id
+                while record_id in seen:
+                    repeats[base] = repeats.get(base, 0) + 1
+                    record_id = f"{base}~{repeats[base]}"
+            seen[record_id] = digest
+            yield from self.record_units(value, record, record_id)
 
+    def record_units(self, value: dict, record: Record, record_id: str) -> Iterator[Unit | Reject]:
+        """The units of one record that is not a duplicate, or the rejects saying why not."""
+        record_key = f"{self.spec.name}/{record_id}"
+        where = _where(self.path, record, record_id)
         image = _image_path(value.get("image"))
         if image is None:
-            yield reject(
+            yield self.reject(
                 record_key,
                 "no_image",
-                f"{_where(path, record, record_id)}: no usable 'image' (a text-only or multi-image record); "
+                f"{where}: no usable 'image' (a text-only or multi-image record); "
                 "a preference pair needs exactly one image, so it is skipped",
             )
-            continue
+            return
         try:
-            check_image_path(image_root, image)
+            check_image_path(self.image_root, image)
         except ImageError as err:
-            yield reject(record_key, err.reason, f"{_where(path, record, record_id)}: {err.detail}")
-            continue
-
+            yield self.reject(record_key, err.reason, f"{where}: {err.detail}")
+            return
         conversations = value.get("conversations")
         if not isinstance(conversations, list) or not conversations:
-            yield reject(
+            yield self.reject(
                 record_key,
                 "no_conversations",
-                f"{_where(path, record, record_id)}: no 'conversations' list of human/gpt messages; "
-                "fix or drop the record",
+                f"{where}: no 'conversations' list of human/gpt messages; fix or drop the record",
             )
-            continue
+            return
         exchanges = _exchanges(conversations)
-        for turn in _chosen_turns(spec, record_id, len(exchanges), seed):
+        if _has_bad_text(image, exchanges):
+            yield self.reject(
+                record_key,
+                "non_utf8",
+                f"{where}: its image path or a message holds a lone surrogate escape (\\udXXX), which is "
+                "not a character and cannot be written as UTF-8; fix the record",
+            )
+            return
+        starts = [0]  # characters of the turns before each turn, which its prompt repeats
+        for exchange in exchanges:
+            starts.append(starts[-1] + len(exchange.question) + len(exchange.answer))
+        for turn in _chosen_turns(self.spec, record_id, len(exchanges), self.seed):
             exchange = exchanges[turn]
             key = f"{record_key}/{turn}"
-            if exchange.problem:
-                reason, detail = exchange.problem
-                yield reject(key, reason, f"{_where(path, record, record_id)}: {detail}")
+            problem = exchange.problem or self.too_long(turn, starts[turn] + len(exchange.question), exchange)
+            if problem:
+                reason, detail = problem
+                yield self.reject(key, reason, f"{where}: {detail}")
                 continue
             yield Unit(
                 key=key,
-                source=spec.name,
+                source=self.spec.name,
                 record_id=record_id,
                 turn=turn,
                 image=image,
-                image_root=image_root,
+                image_root=self.image_root,
                 question=exchange.question,
                 answer=exchange.answer,
                 context=tuple(Turn(e.question, e.answer) for e in exchanges[:turn]),
-                style=style,
+                style=self.style,
             )
+
+    def too_long(self, turn: int, prompt_chars: int, exchange: _Exchange) -> tuple[str, str] | None:
+        limits = self.limits
+        if prompt_chars > limits.max_prompt_chars:
+            return (
+                "prompt_too_long",
+                f"turn {turn}'s prompt (the turns before it and its question) has {prompt_chars:,} "
+                f"characters, over text.max_prompt_chars ({limits.max_prompt_chars:,}); raise the limit "
+                "in the recipe if such prompts are wanted",
+            )
+        if len(exchange.answer) > limits.max_answer_chars:
+            return (
+                "answer_too_long",
+                f"turn {turn}'s answer has {len(exchange.answer):,} characters, over "
+                f"text.max_answer_chars ({limits.max_answer_chars:,}); raise the limit in the recipe if "
+                "such answers are wanted",
+            )
+        return None
 
 
 def unit_style(spec: SourceSpec, facts: FormatFacts) -> Style:
@@ -379,15 +341,10 @@ def unit_style(spec: SourceSpec, facts: FormatFacts) -> Style:
     return spec.style if "style" in spec.model_fields_set else facts.style
 
 
-def read_source(
-    spec: SourceSpec,
-    facts: FormatFacts,
-    *,
-    seed: int,
-    data: str | None = None,
-    image_root: str | None = None,
-) -> Iterator[Unit | Reject]:
-    """Check the paths now (so a wrong flag fails at once), then stream the file's units."""
+def source_paths(
+    spec: SourceSpec, facts: FormatFacts, data: str | None, image_root: str | None
+) -> tuple[Path, Path]:
+    """The data file and the image root (absolute, resolved), checked so that a wrong flag fails at once."""
     data = data if data is not None else spec.data
     image_root = image_root if image_root is not None else spec.image_root
     if not data:
@@ -402,6 +359,11 @@ def read_source(
         )
     path = Path(data).expanduser()
     root = Path(image_root).expanduser()
+    if path.is_dir():
+        raise FileNotFoundError(
+            f"source {spec.name!r}: --data {path} is a folder; give the annotation file in it "
+            "(a JSON array or JSONL of LLaVA records)"
+        )
     if not path.is_file():
         raise FileNotFoundError(
             f"source {spec.name!r}: data file {path} not found; check --data or the recipe"
@@ -411,19 +373,31 @@ def read_source(
             f"source {spec.name!r}: image root {root} is not a folder; check --image-root or the recipe; "
             f"{facts.image_layout}"
         )
-    return _records_to_units(
-        _iter_records(path),
-        spec,
-        facts,
-        seed=seed,
-        path=path,
-        image_root=str(root),
-        style=unit_style(spec, facts),
-    )
+    return path.resolve(), root.resolve()
+
+
+def read_source(
+    spec: SourceSpec,
+    facts: FormatFacts,
+    *,
+    seed: int,
+    data: str | None = None,
+    image_root: str | None = None,
+    limits: TextSpec | None = None,
+) -> Iterator[Unit | Reject]:
+    """Check the paths now (so a wrong flag fails at once), then stream the file's units."""
+    path, root = source_paths(spec, facts, data, image_root)
+    reader = _Reader(spec, facts, seed, path, str(root), unit_style(spec, facts), limits or TextSpec())
+    return reader.units(_iter_records(path))
 
 
 def read_units(
-    spec: SourceSpec, *, seed: int, data: str | None = None, image_root: str | None = None
+    spec: SourceSpec,
+    *,
+    seed: int,
+    data: str | None = None,
+    image_root: str | None = None,
+    limits: TextSpec | None = None,
 ) -> Iterator[Unit | Reject]:
     """Any other LLaVA-format file (e.g. LLaVA-1.5's mix665k), with the generic facts."""
-    return read_source(spec, LLAVA, seed=seed, data=data, image_root=image_root)
+    return read_source(spec, LLAVA, seed=seed, data=data, image_root=image_root, limits=limits)

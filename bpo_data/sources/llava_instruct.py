@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from bpo_data.recipe import SourceSpec
+from bpo_data.recipe import SourceSpec, TextSpec
 from bpo_data.schema import Reject, Unit
 from bpo_data.sources.llava_format import FormatFacts, read_source
 
@@ -26,6 +26,11 @@ FACTS = FormatFacts(
 
 
 def read_units(
-    spec: SourceSpec, *, seed: int, data: str | None = None, image_root: str | None = None
+    spec: SourceSpec,
+    *,
+    seed: int,
+    data: str | None = None,
+    image_root: str | None = None,
+    limits: TextSpec | None = None,
 ) -> Iterator[Unit | Reject]:
-    return read_source(spec, FACTS, seed=seed, data=data, image_root=image_root)
+    return read_source(spec, FACTS, seed=seed, data=data, image_root=image_root, limits=limits)

@@ -17,7 +17,7 @@ from pathlib import Path
 import bpo_data.sources.llava_instruct as llava_instruct
 import bpo_data.sources.llavar as llavar
 import bpo_data.sources.sharegptv as sharegptv
-from bpo_data.recipe import SourceSpec
+from bpo_data.recipe import SourceSpec, TextSpec
 from bpo_data.schema import Reject, Unit
 from bpo_data.sources.llava_format import FormatFacts, read_source
 
@@ -42,10 +42,8 @@ SAMPLE_FILES = {
 }
 
 
-def read_units(
-    spec: SourceSpec, *, seed: int, data: str | None = None, image_root: str | None = None
-) -> Iterator[Unit | Reject]:
-    """Units of the embedded file named by ``data`` (or the spec's ``data``)."""
+def sample_file(spec: SourceSpec, data: str | None, image_root: str | None) -> tuple[Path, Path]:
+    """The embedded file named by ``data`` (or the spec's ``data``) and its image folder."""
     choice = data if data is not None else spec.data
     if choice not in SAMPLE_FILES:
         raise ValueError(
@@ -57,7 +55,18 @@ def read_units(
             f"source {spec.name!r} uses the embedded sample, which ships its own images; "
             "remove its 'image_root' (and do not pass --image-root for it)"
         )
-    sample = SAMPLE_FILES[choice]
-    return read_source(
-        spec, sample.facts, seed=seed, data=str(sample.data), image_root=str(sample.image_root)
-    )
+    return SAMPLE_FILES[choice].data, SAMPLE_FILES[choice].image_root
+
+
+def read_units(
+    spec: SourceSpec,
+    *,
+    seed: int,
+    data: str | None = None,
+    image_root: str | None = None,
+    limits: TextSpec | None = None,
+) -> Iterator[Unit | Reject]:
+    """Units of the embedded file named by ``data`` (or the spec's ``data``)."""
+    path, root = sample_file(spec, data, image_root)
+    facts = next(s.facts for s in SAMPLE_FILES.values() if s.data == path)
+    return read_source(spec, facts, seed=seed, data=str(path), image_root=str(root), limits=limits)

@@ -346,3 +346,49 @@ def test_trl_dpo_trains_on_the_export_without_mapping(exported, smoke_model_dir,
     assert "model.vision_tower.embeddings.patch_embedding.weight" in changed
     assert any("multi_modal_projector" in name for name in changed)
     assert any("language_model" in name for name in changed)
+
+
+def test_a_pair_line_of_the_wrong_shape_is_refused_naming_its_line(outputs, tmp_path):
+    bad = dict(_pair("llavar/7/0#inject", "1.png", outputs.root), prompt="a string, not messages")
+    out = _write_out(
+        tmp_path / "out",
+        {"pairs-00000-of-00001.jsonl": [_pair("llavar/8/0#inject", "1.png", outputs.root), bad]},
+    )
+    with pytest.raises(ExportError, match=r"pairs-00000-of-00001.jsonl:2 has \['prompt'\] of the wrong type"):
+        export_dataset([out], tmp_path / "ds", version="0.1.0")
+    assert not list(tmp_path.glob(".ds.*")), "the staging folder is removed when the export fails"
+
+
+def test_a_staging_folder_of_a_killed_export_is_removed_by_the_next(outputs, tmp_path):
+    import os
+    import socket
+    import subprocess
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    host = socket.gethostname()
+    stale = tmp_path / f".ds.tmp-{host}-{dead.pid}-x1y2"
+    live = tmp_path / f".ds.tmp-{host}-{os.getpid()}-a1b2"  # an export running now: left alone
+    elsewhere = tmp_path / f".ds.old-other-host-{dead.pid}-c3d4"  # another host's: cannot be checked
+    for folder in (stale, live, elsewhere):
+        (folder / "data").mkdir(parents=True)
+    export_dataset(outputs.dirs, tmp_path / "ds", version="0.1.0")
+    assert not stale.exists() and live.exists() and elsewhere.exists()
+
+
+def test_export_trusts_what_the_generation_run_trusted(tmp_path):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (outside / "coco").mkdir(parents=True)
+    root.mkdir()
+    _draw(outside / "coco" / "1.png", 1)
+    (root / "coco").symlink_to(outside / "coco")
+    out = _write_out(
+        tmp_path / "out", {"pairs-00000-of-00001.jsonl": [_pair("llavar/1/0#inject", "coco/1.png", root)]}
+    )
+    manifest = json.loads((out / "manifest.json").read_text())
+    with pytest.raises(ExportError, match=r"image errors \{'unsafe_image_path': 1\}"):
+        export_dataset([out], tmp_path / "refused", version="0.1.0")
+    manifest["run"]["trust_image_dirs"] = [str(outside / "coco")]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    assert export_dataset([out], tmp_path / "trusted", version="0.1.0").pairs == 1
+    assert export_dataset([out], tmp_path / "flag", version="0.1.0", trusted=[str(outside)]).pairs == 1

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bpo_data.images import ImageError, image_bytes_for_dataset, load_image, safe_image_path
+from bpo_data.images import ImageError, check_image, image_bytes_for_dataset, load_image, safe_image_path
 
 MAX = 10_000_000
 
@@ -174,3 +174,79 @@ def test_dataset_bytes_keep_rgb_jpeg_and_png_and_reencode_the_rest(tmp_path: Pat
     )
 
     assert _reason(lambda: image_bytes_for_dataset(tmp_path, "gone.png", MAX)) == "missing_image"
+
+
+def _symlinked_layout(tmp_path: Path) -> tuple[Path, Path]:
+    """The README's ShareGPT4V layout: ``root/coco -> outside/coco``, and a private file beside it."""
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (outside / "coco" / "train2017").mkdir(parents=True)
+    (outside / "private").mkdir()
+    root.mkdir()
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(outside / "coco" / "train2017" / "1.jpg")
+    Image.new("RGB", (8, 8), (9, 9, 9)).save(outside / "private" / "secret.jpg")
+    (root / "coco").symlink_to(outside / "coco")
+    (root / "secret.jpg").symlink_to(outside / "private" / "secret.jpg")
+    return root, outside
+
+
+def test_a_symlink_out_of_the_root_is_refused_unless_its_target_is_trusted(tmp_path: Path):
+    root, outside = _symlinked_layout(tmp_path)
+    inside, escape = "coco/train2017/1.jpg", "coco/../private/secret.jpg"
+    for call in (load_image, image_bytes_for_dataset, check_image):
+        assert _reason(lambda call=call: call(root, inside, MAX)) == "unsafe_image_path"
+        assert _reason(lambda call=call: call(root, escape, MAX)) == "unsafe_image_path"
+    trusted = [str(outside / "coco")]
+    assert load_image(root, inside, MAX, trusted=trusted).size == (8, 8)
+    assert (
+        image_bytes_for_dataset(root, inside, MAX, trusted=trusted)
+        == (outside / "coco/train2017/1.jpg").read_bytes()
+    )
+    for rel in (escape, "secret.jpg"):  # '..' through the trusted link, or another link: still outside
+        with pytest.raises(ImageError, match=f"outside the image root {root}") as info:
+            image_bytes_for_dataset(root, rel, MAX, trusted=trusted)
+        assert info.value.reason == "unsafe_image_path"
+    with pytest.raises(ImageError, match=f"--trust-image-dir {outside / 'coco'}"):
+        check_image(root, inside, MAX)
+
+
+def test_paths_too_long_for_a_file_system_are_refused_without_touching_it(tmp_path: Path):
+    assert _reason(lambda: check_image(tmp_path, "a/" * 2500 + "x.jpg", MAX)) == "unsafe_image_path"
+    assert _reason(lambda: check_image(tmp_path, "x" * 300 + ".jpg", MAX)) == "unsafe_image_path"
+
+
+def test_extreme_aspect_ratios_are_refused_from_the_header(tmp_path: Path):
+    Image.new("RGB", (2000, 1), (1, 2, 3)).save(tmp_path / "thin.png")
+    Image.new("RGB", (40, 2), (1, 2, 3)).save(tmp_path / "wide.png")
+    assert (
+        _reason(lambda: check_image(tmp_path, "thin.png", MAX, max_aspect_ratio=20)) == "image_aspect_ratio"
+    )
+    assert _reason(lambda: image_bytes_for_dataset(tmp_path, "thin.png", MAX, max_aspect_ratio=20)) == (
+        "image_aspect_ratio"
+    )
+    check_image(tmp_path, "wide.png", MAX, max_aspect_ratio=20)
+    assert (
+        _reason(lambda: load_image(tmp_path, "wide.png", MAX, max_aspect_ratio=19.9)) == "image_aspect_ratio"
+    )
+
+
+def test_export_bytes_come_from_a_header_check_not_a_decode(tmp_path: Path):
+    import tracemalloc
+
+    x = np.linspace(0, 255, 3000, dtype=np.uint8)
+    Image.fromarray(np.stack([np.tile(x, (3000, 1))] * 3, axis=-1)).save(tmp_path / "big.jpg", quality=80)
+    size = (tmp_path / "big.jpg").stat().st_size
+    tracemalloc.start()
+    try:
+        data = image_bytes_for_dataset(tmp_path, "big.jpg", 10**8)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert data == (tmp_path / "big.jpg").read_bytes()
+    assert peak < size * 3 + 2_000_000, f"{peak:,} bytes: the 27 MB of pixels were decoded"
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (10, 200, 30)).save(buffer, "JPEG")
+    (tmp_path / "cut.jpg").write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    assert _reason(lambda: image_bytes_for_dataset(tmp_path, "cut.jpg", MAX)) == "unreadable_image"
+    (tmp_path / "tail.jpg").write_bytes(buffer.getvalue() + b"camera notes after the end marker")
+    assert image_bytes_for_dataset(tmp_path, "tail.jpg", MAX) == (tmp_path / "tail.jpg").read_bytes()

@@ -126,3 +126,72 @@ def test_filters_from_the_recipe_and_the_api_turn_pairs_into_final_rejects(tmp_p
 
     again = generate(load_recipe(str(path)), out, steps=[NoDogs()])
     assert again.pairs_written == 0 and again.already_done == again.pairs_planned  # dropped stays dropped
+
+
+def _inject_only(tmp_path: Path, records: int = 4, **settings):
+    data, images = write_llava_source(tmp_path / "src", records)
+    recipe = load_recipe(str(write_recipe(tmp_path / "r.yaml", data, images, negatives={"inject": 1.0})))
+    return with_settings(recipe, **settings) if settings else recipe, data, images
+
+
+def test_a_shard_whose_engine_made_nothing_says_so_and_launch_retries_it(tmp_path):
+    from support.servers import free_port
+
+    from bpo_data.launch import make_job, run_worker
+
+    url = f"http://127.0.0.1:{free_port()}/v1"  # nobody listens
+    recipe, _, _ = _inject_only(
+        tmp_path, injector="llm", inject_engine="openai", inject_model="served", base_url=url
+    )
+    recipe.run.inject.max_retries = 0  # a refused connection is retried otherwise, with backoff
+    summary = generate(recipe, tmp_path / "out")
+    assert summary.engine_failed and summary.pairs_written == 0
+    assert summary.rejects["engine_error"] == summary.pairs_planned == 8
+    assert "engine_error" in summary.reject_examples
+    job = make_job(recipe, tmp_path / "launched", 1)
+    job.save()
+    assert run_worker(job, "0/1") == 1
+
+    working, _, _ = _inject_only(tmp_path / "rules")
+    assert not generate(working, tmp_path / "rules-out").engine_failed
+
+
+def test_an_empty_source_is_reported_and_quota_0_takes_nothing(tmp_path):
+    recipe, data, images = _inject_only(tmp_path)
+    raw = recipe.model_dump()
+    empty = tmp_path / "empty.json"
+    empty.write_text("[]")
+    raw["sources"].append({**raw["sources"][0], "name": "empty", "data": str(empty)})
+    raw["sources"].append({**raw["sources"][0], "name": "none", "quota": 0})
+    summary = generate(type(recipe).model_validate(raw), tmp_path / "out")
+    assert summary.empty_sources == ["empty"]
+    assert summary.pairs_written == 8 and not summary.engine_failed
+
+
+def test_another_data_file_into_the_same_folder_is_refused(tmp_path):
+    recipe, data, images = _inject_only(tmp_path)
+    out = tmp_path / "out"
+    generate(recipe, out)
+    other = tmp_path / "other.jsonl"
+    lines = data.read_text().splitlines()
+    other.write_text("\n".join(reversed(lines)) + "\n")
+    from bpo_data.generate import SourcePaths
+
+    with pytest.raises(ManifestMismatch, match=r"source 'src' made from .*data.jsonl.*other.jsonl.*differs"):
+        generate(recipe, out, paths={"src": SourcePaths(data=str(other))})
+    moved = tmp_path / "moved.jsonl"  # the same file elsewhere (another machine's mount) is fine
+    moved.write_bytes(data.read_bytes())
+    assert generate(recipe, out, paths={"src": SourcePaths(data=str(moved))}).pairs_written == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["sources"]["src"]["image_root"] == str(images.resolve())
+
+
+def test_a_model_that_cannot_load_is_one_error_naming_it(tmp_path):
+    from bpo_data.generate import ModelLoadError
+
+    data, images = write_llava_source(tmp_path / "src", 2)
+    recipe = with_settings(
+        load_recipe(str(write_recipe(tmp_path / "r.yaml", data, images))), model=str(tmp_path / "nope")
+    )
+    with pytest.raises(ModelLoadError, match=r"--model .*nope: no such folder"):
+        generate(recipe, tmp_path / "out")

@@ -132,7 +132,7 @@ def test_bad_records_are_rejected_with_reasons_and_reading_goes_on(tmp_path: Pat
         json.dumps(_record("latin", ("<image>\nQ?", "café"))).replace("caf\\u00e9", "caf\udce9"),
         json.dumps({"id": "noconv", "image": "a.jpg"}),
         json.dumps({"id": "noimg", "conversations": good["conversations"]}),
-        json.dumps(_record("ok1", ("<image>\nQ?", "A."))),
+        json.dumps(_record("ok1", ("<image>\nQ?", "Another answer."))),
         json.dumps(_record("abs", ("<image>\nQ?", "A."), image="/etc/passwd")),
         json.dumps(_record("up", ("<image>\nQ?", "A."), image="../../etc/passwd")),
         json.dumps(_record("blank", ("<image>\nQ?", "A."), ("Q2?", "  "), ("Q3?", "A3."))),
@@ -306,3 +306,72 @@ def test_shipped_sample_images_match_the_drawing_code():
             draw_scene(scene).save(buffer, "JPEG", quality=JPEG_QUALITY)
             redrawn = np.asarray(Image.open(buffer).convert("RGB"), dtype=np.int16)
             assert np.abs(stored - redrawn).mean() < 0.5, f"{rel} no longer matches scene {scene!r}"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("What<image>color is it?", "What color is it?"),
+        ("A red dog.\n<image>\nIt sleeps.", "A red dog.\nIt sleeps."),
+        ("A red <image> dog.", "A red dog."),
+        ("<image>", ""),
+    ],
+)
+def test_the_image_marker_leaves_answers_too_without_gluing_words(tmp_path: Path, value: str, expected: str):
+    record = _record("a", (value, "Q is fine."), ("Then?", value))
+    data = _write(tmp_path / "d.jsonl", [record], "jsonl")
+    items = _read(tmp_path, data, turns="all")
+    if not expected:
+        assert [i.reason for i in items] == ["empty_question", "empty_answer"]
+        return
+    first, second = items
+    assert (first.question, second.answer, second.context[0].question) == (expected, expected, expected)
+
+
+def test_exact_copies_are_made_once_and_ids_shaped_like_positions_never_clash(tmp_path: Path):
+    records = [
+        _record(None, ("<image>\nQ?", "A.")),
+        _record("9", ("<image>\nQ?", "A.")),
+        _record("9", ("<image>\nQ?", "A.")),  # an exact copy: made once
+        _record("9", ("<image>\nDescribe.", "B.")),  # the same image, another record: numbered
+        _record("idx-0", ("<image>\nQ?", "C.")),  # its own id, shaped like the first record's fallback
+        _record("=idx-0", ("<image>\nQ?", "D.")),
+    ]
+    data = _write(tmp_path / "d.json", records, "array")
+    got = [(i.key, getattr(i, "reason", "unit")) for i in _read(tmp_path, data, format="llava-instruct")]
+    assert got == [
+        ("src/idx-0/0", "unit"),
+        ("src/9/0", "unit"),
+        ("src/@item2", "duplicate_record"),
+        ("src/9~1/0", "unit"),
+        ("src/=idx-0/0", "unit"),
+        ("src/==idx-0/0", "unit"),
+    ]
+
+
+def test_prompts_and_answers_past_the_recipes_bounds_are_rejected(tmp_path: Path):
+    from bpo_data.recipe import TextSpec
+
+    record = _record("a", ("<image>\nQ0?", "A" * 30), ("Q1?", "A1."), ("Q2?", "B" * 80))
+    data = _write(tmp_path / "d.jsonl", [record], "jsonl")
+    spec = SourceSpec(name="src", format="llava", turns="all")
+    limits = TextSpec(max_prompt_chars=40, max_answer_chars=50)
+    items = list(read_units(spec, seed=0, data=str(data), image_root=str(tmp_path), limits=limits))
+    assert [(i.key, getattr(i, "reason", "unit")) for i in items] == [
+        ("src/a/0", "unit"),
+        ("src/a/1", "unit"),  # 3 + 30 + 3 characters of prompt
+        ("src/a/2", "prompt_too_long"),
+    ]
+    assert "text.max_prompt_chars (40)" in items[2].detail
+
+
+def test_paths_are_stored_absolute_and_a_folder_for_data_is_named(tmp_path: Path, monkeypatch):
+    data = _write(tmp_path / "d.jsonl", [_record("a", ("Q?", "A."))], "jsonl")
+    (tmp_path / "imgs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    spec = SourceSpec(name="src", format="llava")
+    (unit,) = read_units(spec, seed=0, data="d.jsonl", image_root="imgs")
+    assert unit.image_root == str((tmp_path / "imgs").resolve())
+    with pytest.raises(FileNotFoundError, match="--data imgs is a folder; give the annotation file"):
+        read_units(spec, seed=0, data="imgs", image_root="imgs")
+    assert data.exists()

@@ -66,3 +66,29 @@ def test_second_process_is_kept_off_a_live_shard(tmp_path):
         holder.join(30)
     with ShardStore(tmp_path, 0, 2):  # released when the holder ends
         pass
+
+
+def test_a_second_shard_count_is_refused_while_one_is_live(tmp_path):
+    with ShardStore(tmp_path, 1, 4):
+        with pytest.raises(ShardBusy, match=r"another count \(1/4\).*--shard i/4"):
+            with ShardStore(tmp_path, 0, 3):
+                pass
+        with ShardStore(tmp_path, 2, 4):  # the same count shares the folder
+            pass
+    with ShardStore(tmp_path, 0, 3):  # once it has stopped, the count may change
+        pass
+    assert not list(tmp_path.glob(".pid-*"))
+
+
+def test_a_pair_that_is_not_utf8_is_refused_alone_and_a_reject_is_always_written(tmp_path):
+    from bpo_data.schema import Pair
+    from bpo_data.store import UnwritableRecord
+
+    pair = Pair("k#inject", "k", "s", "r", 0, "inject", "a.jpg", "/i", [], "chosen \ud800", "rejected", "rules")
+    with ShardStore(tmp_path, 0, 1) as store:
+        with pytest.raises(UnwritableRecord, match="k#inject"):
+            store.write([pair], [])
+        store.write([], [Reject(key="bad \udfff", source="s", reason="non_utf8", detail="d \ud800")])
+    assert (tmp_path / "pairs-00000-of-00001.jsonl").read_bytes() == b""
+    (line,) = (tmp_path / "rejects-00000-of-00001.jsonl").read_bytes().splitlines()
+    assert json.loads(line)["key"] == "bad \udfff"
