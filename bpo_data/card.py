@@ -203,6 +203,10 @@ def render_card(
         torn_lines=stats.torn_lines,
         image_errors=stats.image_errors,
         generation_rejects=stats.generation_rejects,
+        verified=stats.pairs - sum(stats.evidence.get("unverified", {}).values()) if stats.evidence else 0,
+        clip_models=stats.evidence.get("clip_models", {}),
+        evidence_figure=stats.evidence_figure,
+        filtered=stats.filtered,
         license_note=license_note,
         source_licenses=source_licenses,
     )

@@ -355,6 +355,7 @@ def _export(
     version: str,
     rows_per_file: int = 10_000,
     trust_image_dirs: list[Path] | None = None,
+    filters: list | None = None,
 ) -> None:
     from bpo_data.export import export_dataset
 
@@ -366,10 +367,13 @@ def _export(
             rows_per_file=rows_per_file,
             progress=True,
             trusted=[str(d.resolve()) for d in trust_image_dirs or ()],
+            filters=filters or (),
         )
     console.print(f"exported {stats.pairs} pairs to [bold]{to}[/] ({len(stats.files)} parquet files)")
     if stats.duplicates_dropped:
         console.print(f"  duplicates dropped: {stats.duplicates_dropped}")
+    for reason, count in stats.filtered.items():
+        console.print(f"  dropped ({reason}): {count}")
     for reason, count in sorted(stats.image_errors.items()):
         console.print(f"  skipped ({reason}): {count}")
     if stats.smoke:
@@ -388,12 +392,39 @@ def export(
     version: Annotated[str, typer.Option(help="dataset version, X.Y.Z")] = "0.1.0",
     rows_per_file: Annotated[int, typer.Option(help="rows per parquet file")] = 10_000,
     trust_image_dir: TrustImageDirOption = None,
+    filters: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--filter",
+            help="drop pairs missing a threshold, as in a recipe's filters: "
+            "'min_clip_margin=0.02' or 'min_objects_added=1,negative_type=weaken' (repeatable)",
+        ),
+    ] = None,
 ) -> None:
     """Merge shards into data/train-*.parquet (images embedded) with a dataset card.
 
-    Folders trusted by a generation run (--trust-image-dir) stay trusted for its pairs.
+    Folders trusted by a generation run (--trust-image-dir) stay trusted for its pairs. Evidence
+    from the generation run's verify step or from `bpo-data verify DIR` is published as columns.
     """
-    _export(out_dirs, to, version, rows_per_file, trust_image_dir)
+    _export(out_dirs, to, version, rows_per_file, trust_image_dir, [_filter_spec(f) for f in filters or ()])
+
+
+def _filter_spec(text: str):
+    """``--filter 'min_clip_margin=0.02,negative_type=weaken'`` as a recipe ``FilterSpec``."""
+    from pydantic import ValidationError
+
+    from bpo_data.recipe import FilterSpec, error_lines
+
+    fields = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        if not sep:
+            _fail(f"--filter {text!r}: write NAME=VALUE pairs separated by commas, e.g. min_clip_margin=0.02")
+        fields[name.strip()] = value.strip()
+    try:
+        return FilterSpec.model_validate(fields)
+    except ValidationError as err:
+        _fail(f"--filter {text!r}: " + "; ".join(error_lines(err)))
 
 
 @app.command()
@@ -409,6 +440,23 @@ def push(
     with _errors_at_the_boundary():
         url = push_dataset(folder, repo_id=repo_id, tag=tag, private=private)
     console.print(f"pushed {folder} to {url}")
+
+
+@app.command()
+def preview(
+    folder: Annotated[
+        Path, typer.Argument(help="a generation folder (pairs-*.jsonl) or an exported dataset")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="the HTML page to write")] = Path("preview.html"),
+    per_group: Annotated[int, typer.Option(min=1, help="pairs shown per source × negative type")] = 3,
+) -> None:
+    """Write one static HTML page of pairs (image, prompt, chosen vs rejected with the differences marked)."""
+    from bpo_data.preview import PreviewError
+    from bpo_data.preview import preview as write_preview
+
+    with _errors_at_the_boundary(PreviewError):
+        result = write_preview(folder, out, per_group=per_group)
+    console.print(f"{result.pairs_shown} pairs shown; open [bold]{result.path}[/] in a browser")
 
 
 class Executor(str, Enum):
@@ -608,3 +656,15 @@ def _since(iso: str | None) -> str:
     seconds = (datetime.now(timezone.utc) - when).total_seconds()
     shown = f"{when:%H:%M:%S}" if when.date() == datetime.now().date() else f"{when:%Y-%m-%d %H:%M}"
     return f"{shown} ({seconds:.0f}s ago)"
+
+
+def _mount_groups() -> None:
+    """`bpo-data verify …` and `bpo-data world …` live beside what they run (neither imports torch)."""
+    from bpo_data.verify.cli import verify_app
+    from bpo_data.world.cli import world_app
+
+    app.add_typer(verify_app, name="verify")
+    app.add_typer(world_app, name="world")
+
+
+_mount_groups()

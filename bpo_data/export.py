@@ -23,7 +23,7 @@ import shutil
 import socket
 import tempfile
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,13 +37,20 @@ from bpo_data.export_stats import ExportStats, LengthCounter
 from bpo_data.images import ImageError, image_bytes_for_dataset
 from bpo_data.jsonl import numbered_records
 from bpo_data.manifest import read_manifest, recipe_of
+from bpo_data.pipeline.filters import text_refusal
+from bpo_data.recipe import FilterSpec
 from bpo_data.schema import features
 from bpo_data.smoke_model import SMOKE_MODEL_ID
+from bpo_data.verify.card_stats import EvidenceStats, write_figure
+from bpo_data.verify.evidence import Evidence, evidence_columns
+from bpo_data.verify.filters import refusal
+from bpo_data.verify.folder import read_evidence
 
 log = logging.getLogger(__name__)
 
 STATS_FILE = "export_stats.json"
 CARD_FILE = "README.md"
+EVIDENCE_FIGURE = "evidence.png"
 DATA_DIR = "data"
 # Image datasets are read a row group at a time; ~100 rows keeps a group to tens of MB (as HF datasets does).
 ROWS_PER_GROUP = 100
@@ -89,13 +96,15 @@ def export_dataset(
     progress: bool = False,
     repo_id: str | None = None,
     trusted: list[str] | None = None,
+    filters: Sequence[FilterSpec] = (),
 ) -> ExportStats:
     """Merge the pairs of ``out_dirs`` (first key wins) into ``to``: parquet shards, README.md card, stats.
 
     ``to`` must be empty, absent, or a previous export, which is replaced only once the new one is
     complete. ``repo_id`` only fills the ``load_dataset`` example in the card. ``trusted`` adds
     folders outside the image roots that symbolic links may lead to (beside those each generation
-    run trusted).
+    run trusted). ``filters`` are recipe filters applied at export (a pair's evidence comes from its
+    record or from the folder's ``verified-*.jsonl``); what they drop is counted in the stats and card.
     """
     if rows_per_file < 1:
         raise ExportError(f"rows_per_file must be at least 1, got {rows_per_file}")
@@ -112,7 +121,14 @@ def export_dataset(
         stats = ExportStats(version=version)
         stats.smoke = any(m.get("model") == SMOKE_MODEL_ID for m in manifests)
         pair_keys: set[str] = set()
-        _write_parquet(inputs, staging / DATA_DIR, stats, pair_keys, rows_per_file, checks, progress)
+        evidence = EvidenceStats()
+        _write_parquet(
+            inputs, staging / DATA_DIR, stats, pair_keys, rows_per_file, checks, progress, filters, evidence
+        )
+        stats.evidence = evidence.to_dict()
+        stats.evidence_figure = bool(stats.evidence["clip_margin"] or stats.evidence["objects_added"]) and (
+            write_figure(evidence, staging / EVIDENCE_FIGURE)
+        )
         stats.generation_rejects = _count_rejects(inputs, pair_keys)
         (staging / STATS_FILE).write_text(json.dumps(stats.to_dict(), indent=2) + "\n", encoding="utf-8")
         write_card(staging / CARD_FILE, stats, manifests, repo_id=repo_id)
@@ -272,7 +288,18 @@ def _words(text: str) -> int:
     return len(text.split())
 
 
-def _row(record: dict[str, Any], image: bytes) -> dict[str, Any]:
+def _filtered(record: dict[str, Any], evidence: Evidence | None, filters: Sequence[FilterSpec]) -> str | None:
+    """The threshold of the first export filter the pair misses (``filter:<threshold>``), or None."""
+    for spec in filters:
+        if spec.negative_type not in (None, record["negative_type"]):
+            continue
+        refused = text_refusal(spec, record["chosen"], record["rejected"]) or refusal(evidence, spec)
+        if refused is not None:
+            return f"filter:{refused[0]}"
+    return None
+
+
+def _row(record: dict[str, Any], image: bytes, evidence: Evidence | None) -> dict[str, Any]:
     prompt = [{"role": m["role"], "content": m["content"]} for m in record["prompt"]]
     question = next((m["content"] for m in reversed(prompt) if m["role"] == "user"), "")
     return {
@@ -290,6 +317,7 @@ def _row(record: dict[str, Any], image: bytes) -> dict[str, Any]:
         "image_path": record["image_path"],
         "question": question,
         "turn": record.get("turn", 0),
+        **evidence_columns(evidence.to_dict() if evidence else None),
     }
 
 
@@ -402,6 +430,8 @@ def _write_parquet(
     rows_per_file: int,
     checks: dict[Path, _ImageChecks],
     progress: bool,
+    filters: Sequence[FilterSpec],
+    evidence_stats: EvidenceStats,
 ) -> None:
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -410,6 +440,8 @@ def _write_parquet(
     generators: Counter = Counter()
     image_errors: Counter = Counter()
     lengths: dict[str, dict[str, LengthCounter]] = {}
+    filtered: Counter = Counter()
+    verified: dict[Path, dict[str, Evidence]] = {}
     with Progress(
         SpinnerColumn(),
         TextColumn("exported {task.completed} pairs"),
@@ -419,6 +451,15 @@ def _write_parquet(
         task = bar.add_task("export")
         try:
             for out_dir, record in _iter_pairs(inputs, stats, pair_keys):
+                if out_dir not in verified:
+                    verified[out_dir] = read_evidence(out_dir, from_pairs=False)
+                inline = record.get("evidence")
+                evidence = Evidence.from_dict(inline) if isinstance(inline, dict) else None
+                evidence = evidence or verified[out_dir].get(record["key"])
+                reason = _filtered(record, evidence, filters)
+                if reason is not None:
+                    filtered[reason] += 1
+                    continue
                 try:
                     image = checks[out_dir].bytes_of(record)
                 except ImageError as err:
@@ -431,8 +472,9 @@ def _write_parquet(
                         err.detail,
                     )
                     continue
-                row = _row(record, image)
+                row = _row(record, image, evidence)
                 writer.add(row)
+                evidence_stats.add(row["negative_type"], evidence)
                 counts[(row["source"], row["negative_type"])] += 1
                 generators[row["generator"]] += 1
                 per_type = lengths.setdefault(
@@ -451,10 +493,12 @@ def _write_parquet(
         raise ExportError(
             f"no exportable pairs in {[str(d) for d in inputs]} "
             f"(duplicates {stats.duplicates_dropped}, image errors {dict(image_errors)}, "
+            f"filtered {dict(filtered)}, "
             f"torn lines {stats.torn_lines}); see the warnings above for each skipped pair"
         )
     for (source, negative_type), n in sorted(counts.items()):
         stats.counts.setdefault(source, {})[negative_type] = n
     stats.generators = dict(sorted(generators.items()))
     stats.image_errors = dict(sorted(image_errors.items()))
+    stats.filtered = dict(sorted(filtered.items()))
     stats.lengths = {t: {k: c.summary() for k, c in per.items()} for t, per in sorted(lengths.items())}

@@ -49,6 +49,9 @@ class ExportStats:
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
     generators: dict[str, int] = field(default_factory=dict)
     lengths: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    filtered: dict[str, int] = field(default_factory=dict)  # dropped by export filters, by threshold
+    evidence: dict[str, Any] = field(default_factory=dict)  # bpo_data.verify.card_stats.EvidenceStats
+    evidence_figure: bool = False
     smoke: bool = False
 
     def to_dict(self) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 A shard is a readable list of steps (``bpo_data.pipeline``), run in one direction::
 
-    read → shard → sample → skip done → load images → make negatives → filters → write
+    read → shard → sample → skip done → load images → make negatives → verify → filters → write
 
 A first pass over the sources decides the sample (bottom-k over the whole source, whatever the
 shard count) and each unit's negative types; the second pass streams units through the steps.
@@ -19,6 +19,7 @@ are imported only once there is a unit to make, so a rerun of a finished shard t
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import socket
@@ -295,6 +296,7 @@ def run_shard(recipe: Recipe, options: GenerateOptions, progress: ProgressHook |
     kinds = recipe.negative_kinds([s.name for s in specs])
     summary = RunSummary(shard=f"{options.shard_index}/{options.num_shards}")
     sources = source_records(specs, options.paths)
+    after_negatives = verify_and_filter_steps(recipe)
     check_manifest(out_dir, recipe, sources)
     engines: Engines | None = None
 
@@ -337,7 +339,7 @@ def run_shard(recipe: Recipe, options: GenerateOptions, progress: ProgressHook |
                 trusted=recipe.run.trust_image_dirs,
             ),
             MakeNegatives(makers),
-            *(ThresholdFilter(spec) for spec in recipe.filters),
+            *after_negatives,
             *options.steps,
             writer,
         ]
@@ -354,6 +356,45 @@ def run_shard(recipe: Recipe, options: GenerateOptions, progress: ProgressHook |
         summary.elapsed_s = time.perf_counter() - started
         store.write_summary(summary.to_dict())
     return summary
+
+
+def verify_and_filter_steps(recipe: Recipe) -> list[Step]:
+    """The recipe's ``verify:`` step (when set) and then its filters, in the recipe's order.
+
+    Checked before any work: a recipe that scores with CLIP needs open-clip-torch installed.
+    """
+    steps: list[Step] = []
+    if recipe.verify is not None:
+        from bpo_data.verify.step import Verify
+
+        steps.append(Verify(_clip_loader(recipe), recipe.run.verify.batch_size, recipe.images.max_pixels))
+    for spec in recipe.filters:
+        if ThresholdFilter.own_thresholds(spec):
+            steps.append(ThresholdFilter(spec))
+        if recipe.verify is not None:
+            from bpo_data.verify.filters import EvidenceFilter, needs_evidence
+
+            if needs_evidence(spec):
+                steps.append(EvidenceFilter(spec))
+    return steps
+
+
+def _clip_loader(recipe: Recipe):
+    verify = recipe.verify
+    if verify is None or verify.clip_model is None:
+        return None
+    if importlib.util.find_spec("open_clip") is None:
+        raise GenerateError(
+            f"the recipe's verify.clip_model {verify.clip_model!r} needs open-clip-torch: "
+            "pip install 'bpo-data[verify]' (or set verify.clip_model to null to measure objects only)"
+        )
+
+    def load():
+        from bpo_data.verify.clip import load_scorer
+
+        return load_scorer(verify.clip_model, verify.clip_pretrained, recipe.run.verify.device)
+
+    return load
 
 
 def _plan_record(summary: RunSummary, keys: list[str], store: ShardStore) -> dict:

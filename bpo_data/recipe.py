@@ -158,6 +158,15 @@ class TextSpec(_Strict):
     )
 
 
+# FilterSpec fields that read a pair's evidence (what bpo_data.verify measures), and what each reads.
+EVIDENCE_THRESHOLDS = {
+    "min_clip_margin": "clip_chosen - clip_rejected",
+    "min_clip_chosen": "clip_chosen",
+    "max_clip_rejected": "clip_rejected",
+    "min_objects_added": "objects_added",
+}
+
+
 class FilterSpec(_Strict):
     """A filter step after the negatives are made: a pair that misses a threshold becomes a reject.
 
@@ -170,6 +179,17 @@ class FilterSpec(_Strict):
     max_rejected_words: int | None = Field(None, ge=1)
     max_text_overlap: float | None = Field(
         None, ge=0.0, le=1.0, description="word-sequence similarity of chosen and rejected (1 = same)"
+    )
+    # Evidence thresholds (bpo_data.verify): read what the recipe's `verify:` step measured.
+    min_clip_margin: float | None = Field(
+        None, ge=-2.0, le=2.0, description="clip_chosen - clip_rejected at least this (cosines, -2..2)"
+    )
+    min_clip_chosen: float | None = Field(
+        None, ge=-1.0, le=1.0, description="the chosen answer's CLIP cosine at least this (a wrong caption)"
+    )
+    max_clip_rejected: float | None = Field(None, ge=-1.0, le=1.0)
+    min_objects_added: int | None = Field(
+        None, ge=0, description="COCO objects the rejected answer names and the chosen does not"
     )
 
     @model_validator(mode="after")
@@ -185,6 +205,23 @@ class FilterSpec(_Strict):
             for name, value in self.model_dump(exclude={"negative_type"}).items()
             if value is not None
         }
+
+
+class VerifySpec(_Strict):
+    """The verifier that measures each pair's evidence (``bpo_data.verify``); part of *what* is made.
+
+    ``clip_model``: an open-clip model name (with ``clip_pretrained``), a local folder in open-clip's
+    layout, or ``world`` (the miniature world's verifier shipped with bpo-data); null measures only
+    the object diff and text overlap (no CLIP, no ``open-clip-torch`` needed).
+    """
+
+    clip_model: str | None = "ViT-B-32"
+    clip_pretrained: str | None = "laion2b_s34b_b79k"
+
+
+class VerifyRun(_Strict):
+    batch_size: int = Field(64, ge=1, description="pairs per CLIP batch")
+    device: str = Field("cpu", description="where CLIP runs (it is small beside the MLLM)")
 
 
 class WeakenRun(_Strict):
@@ -243,6 +280,7 @@ class RunSettings(_Strict):
     weaken: WeakenRun = Field(default_factory=WeakenRun)
     inject: InjectRun = Field(default_factory=InjectRun)
     vllm: VllmSpec = Field(default_factory=VllmSpec)
+    verify: VerifyRun = Field(default_factory=VerifyRun)
 
 
 # Fields that sat beside the "what" before run settings had a section of their own:
@@ -298,6 +336,10 @@ class Recipe(_Strict):
     inject: InjectSpec = Field(default_factory=InjectSpec)
     images: ImageSpec = Field(default_factory=ImageSpec)
     text: TextSpec = Field(default_factory=TextSpec)
+    verify: VerifySpec | None = Field(
+        None,
+        description="measure each pair's evidence (objects added/removed, CLIP scores) before the filters",
+    )
     filters: list[FilterSpec] = Field(default_factory=list)
     run: RunSettings = Field(default_factory=RunSettings)
 
@@ -341,6 +383,24 @@ class Recipe(_Strict):
             raise ValueError(
                 "run.inject.engine 'openai' needs inject.model (or --inject-model): the served model's name"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _evidence_is_measured(self):
+        for i, spec in enumerate(self.filters):
+            wanted = [name for name in spec.thresholds() if name in EVIDENCE_THRESHOLDS]
+            if not wanted:
+                continue
+            if self.verify is None:
+                raise ValueError(
+                    f"filters.{i} bounds {', '.join(wanted)}, which the verify step measures: add "
+                    "`verify: {clip_model: ViT-B-32, clip_pretrained: laion2b_s34b_b79k}` to the recipe"
+                )
+            clip = [name for name in wanted if "clip" in name]
+            if clip and self.verify.clip_model is None:
+                raise ValueError(
+                    f"filters.{i} bounds {', '.join(clip)}, but verify.clip_model is null: name a CLIP model"
+                )
         return self
 
     def source(self, name: str) -> SourceSpec:

@@ -170,5 +170,12 @@ def features():
             "image_path": Value("string"),
             "question": Value("string"),
             "turn": Value("int32"),
+            # The evidence (bpo_data.verify.evidence): null for a pair that was never verified.
+            "objects_added": [Value("string")],
+            "objects_removed": [Value("string")],
+            "clip_chosen": Value("float32"),
+            "clip_rejected": Value("float32"),
+            "clip_model": Value("string"),
+            "text_overlap": Value("float32"),
         }
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 from bpo_data.pipeline.steps import Step, Work
-from bpo_data.recipe import FilterSpec
+from bpo_data.recipe import EVIDENCE_THRESHOLDS, FilterSpec
 from bpo_data.schema import Pair
 from bpo_data.text import overlap, words
 
@@ -44,27 +44,36 @@ class ThresholdFilter(Filter):
         super().__init__()
         self.spec = spec
         self.negative_type = spec.negative_type
-        self.name = "filter " + ", ".join(f"{k}={v}" for k, v in spec.thresholds().items())
+        self.name = "filter " + ", ".join(f"{k}={v}" for k, v in self.own_thresholds(spec).items())
+
+    @staticmethod
+    def own_thresholds(spec: FilterSpec) -> dict[str, float]:
+        """The thresholds read here: words and overlap (evidence ones are ``bpo_data.verify``'s)."""
+        return {name: value for name, value in spec.thresholds().items() if name not in EVIDENCE_THRESHOLDS}
 
     def refuse(self, pair: Pair) -> tuple[str, str] | None:
-        spec = self.spec
-        count = words(pair.rejected)
-        if spec.min_rejected_words is not None and count < spec.min_rejected_words:
+        return text_refusal(self.spec, pair.chosen, pair.rejected)
+
+
+def text_refusal(spec: FilterSpec, chosen: str, rejected: str) -> tuple[str, str] | None:
+    """The first word or overlap threshold of ``spec`` a pair's answers miss, or None (export uses it too)."""
+    count = words(rejected)
+    if spec.min_rejected_words is not None and count < spec.min_rejected_words:
+        return (
+            "min_rejected_words",
+            f"the rejected answer has {count} words, fewer than {spec.min_rejected_words}",
+        )
+    if spec.max_rejected_words is not None and count > spec.max_rejected_words:
+        return (
+            "max_rejected_words",
+            f"the rejected answer has {count} words, more than {spec.max_rejected_words}",
+        )
+    if spec.max_text_overlap is not None:
+        similarity = overlap(chosen, rejected)
+        if similarity > spec.max_text_overlap:
             return (
-                "min_rejected_words",
-                f"the rejected answer has {count} words, fewer than {spec.min_rejected_words}",
+                "max_text_overlap",
+                f"chosen and rejected are {similarity:.2f} alike (above {spec.max_text_overlap}): "
+                "too little difference to learn from",
             )
-        if spec.max_rejected_words is not None and count > spec.max_rejected_words:
-            return (
-                "max_rejected_words",
-                f"the rejected answer has {count} words, more than {spec.max_rejected_words}",
-            )
-        if spec.max_text_overlap is not None:
-            similarity = overlap(pair.chosen, pair.rejected)
-            if similarity > spec.max_text_overlap:
-                return (
-                    "max_text_overlap",
-                    f"chosen and rejected are {similarity:.2f} alike (above {spec.max_text_overlap}): "
-                    "too little difference to learn from",
-                )
-        return None
+    return None

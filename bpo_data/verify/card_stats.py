@@ -82,7 +82,7 @@ def write_figure(stats: EvidenceStats, path: str | Path) -> bool:
         axis.set_title(title, fontsize=10)
         axis.set_ylabel("pairs")
     axes[0].axvline(0.0, color="grey", linewidth=0.8)
-    axes[0].legend()
+    axes[1].legend()  # every verified pair has an objects-added count; not every one a CLIP margin
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

@@ -2,9 +2,10 @@
 
 One ``Evidence`` per pair, stored as the pair record's ``evidence`` mapping (by the pipeline's
 ``Verify`` step) or as a line ``{"key": …, "evidence": {…}}`` of ``verified-i-of-N.jsonl`` (by
-``bpo-data verify DIR`` for shards made before). Published as six flat columns (``evidence_columns``)
-so a user filters the dataset with ``ds.filter(lambda r: r["clip_chosen"] - r["clip_rejected"] > 0.02)``;
-pairs never verified export with nulls there.
+``bpo-data verify DIR`` for shards made before). Published as six flat columns (``evidence_columns``;
+their types are in ``bpo_data.schema.features``), so a user filters the dataset with
+``ds.filter(lambda r: r["clip_chosen"] - r["clip_rejected"] > 0.02)``; pairs never verified export
+with nulls there.
 
 - ``objects_added`` / ``objects_removed``: COCO objects the rejected answer names and the chosen
   does not, and the reverse (Object HalBench's reader);
@@ -97,20 +98,6 @@ def measure(
             )
         )
     return out
-
-
-def evidence_features() -> dict:
-    """The published columns of the evidence (``datasets`` types), to add to ``schema.features()``."""
-    from datasets import Value
-
-    return {
-        "objects_added": [Value("string")],
-        "objects_removed": [Value("string")],
-        "clip_chosen": Value("float32"),
-        "clip_rejected": Value("float32"),
-        "clip_model": Value("string"),
-        "text_overlap": Value("float32"),
-    }
 
 
 def evidence_columns(evidence: dict[str, Any] | None) -> dict[str, Any]:

@@ -14,11 +14,8 @@ saying so: a filter that was asked for never lets an unmeasured pair through.
 
 from __future__ import annotations
 
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field
-
 from bpo_data.pipeline.filters import Filter
+from bpo_data.recipe import EVIDENCE_THRESHOLDS, FilterSpec
 from bpo_data.schema import Pair
 from bpo_data.verify.evidence import Evidence
 
@@ -29,45 +26,21 @@ from bpo_data.verify.evidence import Evidence
 # measured them, so a recipe verified with another model should recalibrate.
 DEFAULT_FILTERS: tuple[dict, ...] = ({"min_clip_margin": -0.01},)
 
-# What each threshold reads, for the messages.
-THRESHOLDS = {
-    "min_clip_margin": "clip_chosen - clip_rejected",
-    "min_clip_chosen": "clip_chosen",
-    "max_clip_rejected": "clip_rejected",
-    "min_objects_added": "objects_added",
-}
+
+def evidence_thresholds(spec: FilterSpec) -> dict[str, float]:
+    """The thresholds of a recipe filter that read evidence (the others are ``ThresholdFilter``'s)."""
+    return {name: value for name, value in spec.thresholds().items() if name in EVIDENCE_THRESHOLDS}
 
 
-class EvidenceThresholds(BaseModel):
-    """The evidence fields a recipe filter may bound (to be added to ``recipe.FilterSpec``)."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    negative_type: Literal["weaken", "inject"] | None = None
-    min_clip_margin: float | None = Field(
-        None, ge=-2.0, le=2.0, description="clip_chosen - clip_rejected at least this (cosines, -2..2)"
-    )
-    min_clip_chosen: float | None = Field(
-        None, ge=-1.0, le=1.0, description="the chosen answer's CLIP cosine at least this (a wrong caption)"
-    )
-    max_clip_rejected: float | None = Field(None, ge=-1.0, le=1.0)
-    min_objects_added: int | None = Field(
-        None, ge=0, description="COCO objects the rejected answer names and the chosen does not"
-    )
-
-    def active(self) -> dict[str, float]:
-        return {name: value for name in THRESHOLDS if (value := getattr(self, name)) is not None}
+def needs_evidence(spec: FilterSpec) -> bool:
+    """Whether a recipe filter bounds any evidence field."""
+    return bool(evidence_thresholds(spec))
 
 
-def needs_evidence(spec: Any) -> bool:
-    """Whether a filter spec (``FilterSpec`` or ``EvidenceThresholds``) bounds any evidence field."""
-    return any(getattr(spec, name, None) is not None for name in THRESHOLDS)
-
-
-def refusal(evidence: Evidence | None, thresholds: EvidenceThresholds) -> tuple[str, str] | None:
+def refusal(evidence: Evidence | None, spec: FilterSpec) -> tuple[str, str] | None:
     """None keeps the pair; (threshold, detail) drops it, naming the first threshold it misses."""
-    for name, bound in thresholds.active().items():
-        what = THRESHOLDS[name]
+    for name, bound in evidence_thresholds(spec).items():
+        what = EVIDENCE_THRESHOLDS[name]
         value = _value(evidence, name)
         if value is None:
             return name, (
@@ -99,18 +72,18 @@ def _value(evidence: Evidence | None, name: str) -> float | None:
         return evidence.clip_margin
     if name == "min_objects_added":
         return len(evidence.objects_added) if evidence.objects_added is not None else None
-    return getattr(evidence, THRESHOLDS[name])
+    return getattr(evidence, EVIDENCE_THRESHOLDS[name])
 
 
 class EvidenceFilter(Filter):
     """A recipe filter's evidence thresholds as a pipeline step (after ``Verify``, before the writer)."""
 
-    def __init__(self, spec: Any):
+    def __init__(self, spec: FilterSpec):
         super().__init__()
-        self.thresholds = EvidenceThresholds.model_validate(spec, from_attributes=True)
-        self.negative_type = self.thresholds.negative_type
-        self.name = "filter " + ", ".join(f"{k}={v}" for k, v in self.thresholds.active().items())
+        self.spec = spec
+        self.negative_type = spec.negative_type
+        self.name = "filter " + ", ".join(f"{k}={v}" for k, v in evidence_thresholds(spec).items())
 
     def refuse(self, pair: Pair) -> tuple[str, str] | None:
         evidence = getattr(pair, "evidence", None)
-        return refusal(Evidence.from_dict(evidence) if evidence else None, self.thresholds)
+        return refusal(Evidence.from_dict(evidence) if evidence else None, self.spec)

@@ -64,10 +64,10 @@ def verified_file(out_dir: Path, index: int, num_shards: int) -> Path:
     return out_dir / f"verified-{index:05d}-of-{num_shards:05d}.jsonl"
 
 
-def read_evidence(out_dir: str | os.PathLike) -> dict[str, Evidence]:
+def read_evidence(out_dir: str | os.PathLike, from_pairs: bool = True) -> dict[str, Evidence]:
     """Evidence by pair key: from ``verified-*.jsonl`` files, then from pair records (first wins).
 
-    What export reads to publish the evidence columns and apply evidence filters.
+    Export passes ``from_pairs=False``: it reads each pair record's own evidence as it streams them.
     """
     out_dir = Path(out_dir)
     found: dict[str, Evidence] = {}
@@ -75,7 +75,7 @@ def read_evidence(out_dir: str | os.PathLike) -> dict[str, Evidence]:
         for record in iter_jsonl(path):
             if "key" in record and isinstance(record.get("evidence"), dict):
                 found.setdefault(record["key"], Evidence.from_dict(record["evidence"]))
-    for path in sorted(out_dir.glob("pairs-*.jsonl")):
+    for path in sorted(out_dir.glob("pairs-*.jsonl")) if from_pairs else ():
         for record in iter_jsonl(path):
             if isinstance(record.get("evidence"), dict):
                 found.setdefault(record["key"], Evidence.from_dict(record["evidence"]))

@@ -12,8 +12,9 @@ drops it with that reason rather than letting it through unmeasured.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, fields
+from functools import cached_property
 
 from bpo_data.images import ImageError, load_image
 from bpo_data.pipeline import Step, Work
@@ -34,15 +35,30 @@ def with_evidence(pair: Pair, evidence: dict) -> VerifiedPair:
 
 
 class Verify(Step):
-    """Adds ``evidence`` to every pair (see ``bpo_data.verify.evidence``); ``scorer`` None skips CLIP."""
+    """Adds ``evidence`` to every pair (see ``bpo_data.verify.evidence``); ``scorer`` None skips CLIP.
+
+    ``scorer`` may also be a function that loads one: it is called at the first pair, so a resume
+    with nothing left to do never loads CLIP.
+    """
 
     name = "verify"
 
-    def __init__(self, scorer: ClipScorer | None, batch_size: int = 64, max_pixels: int = 64_000_000):
+    def __init__(
+        self,
+        scorer: ClipScorer | Callable[[], ClipScorer] | None,
+        batch_size: int = 64,
+        max_pixels: int = 64_000_000,
+    ):
         super().__init__()
-        self.scorer = scorer
+        self._scorer = scorer
         self.batch_size = batch_size
         self.max_pixels = max_pixels
+
+    @cached_property
+    def scorer(self) -> ClipScorer | None:
+        return (
+            self._scorer if self._scorer is None or isinstance(self._scorer, ClipScorer) else self._scorer()
+        )
 
     def run(self, items: Iterable[Work]) -> Iterator[Work]:
         batch: list[Work] = []

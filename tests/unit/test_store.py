@@ -84,7 +84,9 @@ def test_a_pair_that_is_not_utf8_is_refused_alone_and_a_reject_is_always_written
     from bpo_data.schema import Pair
     from bpo_data.store import UnwritableRecord
 
-    pair = Pair("k#inject", "k", "s", "r", 0, "inject", "a.jpg", "/i", [], "chosen \ud800", "rejected", "rules")
+    pair = Pair(
+        "k#inject", "k", "s", "r", 0, "inject", "a.jpg", "/i", [], "chosen \ud800", "rejected", "rules"
+    )
     with ShardStore(tmp_path, 0, 1) as store:
         with pytest.raises(UnwritableRecord, match="k#inject"):
             store.write([pair], [])

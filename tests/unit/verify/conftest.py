@@ -14,7 +14,7 @@ from bpo_data.world.make import source_specs
 WORLD_SAMPLE = Path(__file__).resolve().parents[3] / "bpo_data" / "world" / "sample"
 
 
-def world_recipe(filters: list[dict] | None = None) -> Recipe:
+def world_recipe(filters: list[dict] | None = None, verify: dict | None = None) -> Recipe:
     sources = [{**spec, "negatives": {"inject": 1.0}, "turns": "all"} for spec in source_specs(WORLD_SAMPLE)]
     return Recipe.model_validate(
         {
@@ -23,6 +23,7 @@ def world_recipe(filters: list[dict] | None = None) -> Recipe:
             "sources": sources,
             "inject": {"injector": "rules"},
             "filters": filters or [],
+            "verify": verify,
         }
     )
 

@@ -6,9 +6,10 @@ import pytest
 
 from bpo_data.pipeline import Work, run_steps
 from bpo_data.pipeline.steps import Step
+from bpo_data.recipe import FilterSpec
 from bpo_data.schema import Pair, Unit
 from bpo_data.verify.evidence import Evidence
-from bpo_data.verify.filters import EvidenceFilter, EvidenceThresholds, needs_evidence, refusal
+from bpo_data.verify.filters import EvidenceFilter, needs_evidence, refusal
 from bpo_data.verify.step import with_evidence
 
 
@@ -49,7 +50,7 @@ def _run(items, *filters):
 def test_each_threshold_drops_exactly_the_pairs_below_it():
     margins = [-0.05, 0.0, 0.0099, 0.01, 0.2]
     items = [_work(i, "inject", _evidence(0.3, 0.3 - m)) for i, m in enumerate(margins)]
-    step = EvidenceFilter(EvidenceThresholds(min_clip_margin=0.01))
+    step = EvidenceFilter(FilterSpec(min_clip_margin=0.01))
     out = _run(items, step)
     kept = [w.pair.evidence["clip_chosen"] - w.pair.evidence["clip_rejected"] for w in out if w.pair]
     assert [round(m, 4) for m in kept] == [0.01, 0.2]
@@ -59,16 +60,16 @@ def test_each_threshold_drops_exactly_the_pairs_below_it():
 
 def test_a_filter_for_one_negative_type_leaves_the_other_alone():
     items = [_work(0, "weaken", _evidence(added=[])), _work(1, "inject", _evidence(added=[]))]
-    out = _run(items, EvidenceFilter({"min_objects_added": 1, "negative_type": "weaken"}))
+    out = _run(items, EvidenceFilter(FilterSpec(min_objects_added=1, negative_type="weaken")))
     assert out[0].reject.reason == "filter:min_objects_added" and "fewer than 1" in out[0].reject.detail
     assert out[1].pair is not None
 
 
 def test_an_unmeasured_pair_is_dropped_saying_why():
-    reason, detail = refusal(Evidence([], [], None, None, None, 1.0), EvidenceThresholds(min_clip_chosen=0.1))
+    reason, detail = refusal(Evidence([], [], None, None, None, 1.0), FilterSpec(min_clip_chosen=0.1))
     assert reason == "min_clip_chosen" and "image could not be read" in detail
-    assert refusal(None, EvidenceThresholds(min_objects_added=1))[0] == "min_objects_added"
-    assert refusal(_evidence(), EvidenceThresholds()) is None
+    assert refusal(None, FilterSpec(min_objects_added=1))[0] == "min_objects_added"
+    assert refusal(_evidence(), FilterSpec(max_text_overlap=0.5)) is None  # no evidence threshold
 
 
 @pytest.mark.parametrize(
@@ -81,12 +82,22 @@ def test_an_unmeasured_pair_is_dropped_saying_why():
     ],
 )
 def test_refusal_names_the_threshold_missed(thresholds, evidence, reason):
-    refused = refusal(evidence, EvidenceThresholds(**thresholds))
+    refused = refusal(evidence, FilterSpec(**thresholds))
     assert (refused[0] if refused else None) == reason
 
 
 def test_filter_specs_with_only_word_thresholds_need_no_evidence():
-    from bpo_data.recipe import FilterSpec
-
     assert not needs_evidence(FilterSpec(max_text_overlap=0.9))
-    assert needs_evidence(EvidenceThresholds(min_clip_margin=0.0))
+    assert needs_evidence(FilterSpec(min_clip_margin=0.0))
+
+
+def test_a_recipe_whose_filters_read_evidence_must_say_how_it_is_measured():
+    from pydantic import ValidationError
+
+    from .conftest import world_recipe
+
+    with pytest.raises(ValidationError, match=r"filters\.0 bounds min_clip_margin.*add `verify:"):
+        world_recipe([{"min_clip_margin": 0.0}])
+    with pytest.raises(ValidationError, match="verify.clip_model is null"):
+        world_recipe([{"min_clip_margin": 0.0}], {"clip_model": None})
+    assert world_recipe([{"min_objects_added": 1}], {"clip_model": None}).verify.clip_model is None
