@@ -6,26 +6,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from support.world import world_recipe
 
 from bpo_data.generate import generate
-from bpo_data.recipe import Recipe
-from bpo_data.world.make import source_specs
-
-WORLD_SAMPLE = Path(__file__).resolve().parents[3] / "bpo_data" / "world" / "sample"
-
-
-def world_recipe(filters: list[dict] | None = None, verify: dict | None = None) -> Recipe:
-    sources = [{**spec, "negatives": {"inject": 1.0}, "turns": "all"} for spec in source_specs(WORLD_SAMPLE)]
-    return Recipe.model_validate(
-        {
-            "name": "verify-test",
-            "model": "smoke",
-            "sources": sources,
-            "inject": {"injector": "rules"},
-            "filters": filters or [],
-            "verify": verify,
-        }
-    )
 
 
 @pytest.fixture(scope="session")

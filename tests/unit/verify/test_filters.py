@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from support.world import world_recipe
 
 from bpo_data.pipeline import Work, run_steps
 from bpo_data.pipeline.steps import Step
@@ -93,8 +94,6 @@ def test_filter_specs_with_only_word_thresholds_need_no_evidence():
 
 def test_a_recipe_whose_filters_read_evidence_must_say_how_it_is_measured():
     from pydantic import ValidationError
-
-    from .conftest import world_recipe
 
     with pytest.raises(ValidationError, match=r"filters\.0 bounds min_clip_margin.*add `verify:"):
         world_recipe([{"min_clip_margin": 0.0}])

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from support.world import world_recipe
+
 from bpo_data.generate import generate
 from bpo_data.jsonl import iter_jsonl
 from bpo_data.recipe import FilterSpec
 from bpo_data.verify.evidence import FIELDS
 from bpo_data.verify.filters import EvidenceFilter
 from bpo_data.verify.step import Verify
-
-from .conftest import world_recipe
 
 
 def _records(folder, kind):
