@@ -5,23 +5,31 @@ Where the input is at fault (a flag, a file, a folder, a recipe, the disk) a com
 the one place that turns such exceptions into that line, so a new kind of error is one entry there.
 Status 1 means the work itself failed and a rerun may succeed (a shard whose engine made nothing).
 Heavy libraries are imported by the commands that use them, so ``--help`` answers at once.
+``--debug`` (or ``BPO_DATA_DEBUG=1``) lets the traceback through instead.
+
+Output meant for pipes (the ``load_dataset`` line, the paths written) goes to stdout; progress,
+tables and messages go to stderr.
 """
 
 from __future__ import annotations
 
 import errno
+import importlib.util
 import logging
 import os
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from enum import Enum
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.live import Live
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -37,8 +45,11 @@ if TYPE_CHECKING:
     from bpo_data.recipe import Recipe
 
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+CONTEXT = {"help_option_names": ["-h", "--help"]}  # click hands it down to every subcommand and group
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, context_settings=CONTEXT)
 console = Console(stderr=True)
+DEBUG_ENV = "BPO_DATA_DEBUG"
+_debug = False  # set per invocation by ``main``: --debug or BPO_DATA_DEBUG
 
 SHIPPED_SOURCES = {
     "sharegptv": "sharegptv",
@@ -46,6 +57,36 @@ SHIPPED_SOURCES = {
     "llava-instruct": "llava-instruct",
     "sample": "demo",
 }
+# Optional packages a command may find missing, and the extra that installs each.
+EXTRAS = {"vllm": "vllm", "ray": "ray", "open_clip": "verify", "matplotlib": "train", "peft": "eval"}
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        print(f"bpo-data {metadata.version('bpo-data')}")
+        raise typer.Exit()
+
+
+VersionOption = Annotated[
+    bool,
+    typer.Option("--version", callback=_show_version, is_eager=True, help="print the version and exit"),
+]
+
+
+@app.callback()
+def main(
+    version: VersionOption = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help=f"show the traceback of an error (or set {DEBUG_ENV}=1)")
+    ] = False,
+) -> None:
+    global _debug
+    _debug = debug or os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+    _quiet_libraries()
+
+
+def _group_options(version: VersionOption = False) -> None:
+    """Options every command group takes (``bpo-data world --version``)."""
 
 
 def _quiet_libraries() -> None:
@@ -53,7 +94,8 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    for name in ("httpx", "httpx2", "openai"):  # one log line per request is noise at any scale
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _fail(message: str, status: int = 2) -> None:
@@ -82,10 +124,19 @@ def _os_error(err: OSError) -> str:
     return f"{where}: {err.strerror}"
 
 
+def _missing_package(err: ModuleNotFoundError) -> str:
+    """A missing optional package as the pip line that installs it (printed as is, brackets kept)."""
+    package = (err.name or "").split(".")[0]
+    extra = EXTRAS.get(package)
+    install = f"pip install 'bpo-data[{extra}]'" if extra else f"pip install {package}"
+    return f"{package or err} is not installed and this command needs it: {install}"
+
+
 # What the commands may raise because the input is at fault, and the line each one prints.
-# (ValueError covers RecipeError, ManifestMismatch, GenerateError and ExportError.)
+# (ValueError covers RecipeError, ManifestMismatch, GenerateError, ExportError, PushError, ModelNotFound.)
 _INPUT_ERRORS: dict[type[BaseException], Callable[[BaseException], str]] = {
     ValueError: str,
+    ModuleNotFoundError: _missing_package,
     OSError: _os_error,
 }
 
@@ -100,6 +151,8 @@ def _errors_at_the_boundary(*also: type[BaseException]) -> Iterator[None]:
     try:
         yield
     except tuple(handlers) as err:
+        if _debug:
+            raise
         handler = next(h for kind, h in handlers.items() if isinstance(err, kind))
         _fail(handler(err))
 
@@ -112,15 +165,21 @@ def _pick_recipe(recipe: str | None, source: str | None) -> tuple[str, list[str]
     """Return (recipe path, sources to run, data path implied by --source PATH)."""
     from bpo_data import resources
     from bpo_data.recipe import resolve_recipe_path
+    from bpo_data.sources import canonical_name, did_you_mean
 
     if recipe is None:
         if source is None:
             _fail("give --recipe, or --source sharegptv|llavar|llava-instruct|sample|PATH")
-        if source in SHIPPED_SOURCES:
-            return str(resources.recipe_file(SHIPPED_SOURCES[source])), None, None
-        if Path(source).is_file():
-            return str(resources.recipe_file("llava")), None, source
-        _fail(f"--source {source!r} is neither a known source ({', '.join(SHIPPED_SOURCES)}) nor a file")
+        try:
+            shipped = canonical_name(source, SHIPPED_SOURCES)
+        except ValueError:
+            if Path(source).is_file():
+                return str(resources.recipe_file("llava")), None, source
+            _fail(
+                f"--source {source!r} is neither a known source{did_you_mean(source, SHIPPED_SOURCES)} "
+                f"({', '.join(SHIPPED_SOURCES)}) nor a file"
+            )
+        return str(resources.recipe_file(SHIPPED_SOURCES[shipped])), None, None
     path = str(resolve_recipe_path(recipe))
     if source is None:
         return path, None, None
@@ -131,21 +190,31 @@ def _pick_recipe(recipe: str | None, source: str | None) -> tuple[str, list[str]
 
 @contextmanager
 def _progress_bar(enabled: bool, description: str) -> Iterator[Callable[[int, int], None] | None]:
-    """A live bar on stderr, fed by the pipeline's (advance, new total) hook; None when disabled."""
+    """A live bar on stderr, fed by the pipeline's (advance, new total) hook; None when disabled.
+
+    The bar appears at the first call (when the plan is known), so a run that fails while checking
+    its configuration prints its error without a dangling empty bar.
+    """
     if not enabled:
         yield None
         return
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn())
-    with Progress(*columns, TimeRemainingColumn(), console=console) as bar:
-        task = bar.add_task(description, total=None)
+    bar = Progress(*columns, TimeRemainingColumn(), console=console)
+    task = bar.add_task(description, total=None)
 
-        def hook(advance: int, new_total: int) -> None:
-            if new_total >= 0:
-                bar.update(task, total=new_total)
-            if advance:
-                bar.advance(task, advance)
+    def hook(advance: int, new_total: int) -> None:
+        if not bar.live.is_started:
+            bar.start()
+        if new_total >= 0:
+            bar.update(task, total=new_total)
+        if advance:
+            bar.advance(task, advance)
 
+    try:
         yield hook
+    finally:
+        if bar.live.is_started:
+            bar.stop()
 
 
 class RateColumn(ProgressColumn):
@@ -197,6 +266,64 @@ def _load(recipe_path: str, settings: dict) -> Recipe:
     for warning in caught:
         _warn(f"{recipe_path}: {warning.message}")
     return loaded
+
+
+def _recipe_sources(recipe: Recipe, sources: list[str] | None) -> list[str] | None:
+    """``--source NAME`` as a source of the recipe: aliases resolved, a typo answered with a did-you-mean."""
+    from bpo_data.sources import canonical_name
+
+    if sources is None:
+        return None
+    try:
+        return [canonical_name(name, [s.name for s in recipe.sources]) for name in sources]
+    except ValueError as err:
+        _fail(f"--source: recipe {recipe.name!r} has no such source: {err}")
+
+
+def _check_device(device: str) -> None:
+    """``--device`` names a device this torch build has (torch is imported only to ask it)."""
+    if device in ("auto", "cpu"):
+        return
+    import torch
+
+    try:
+        wanted = torch.device(device)
+    except RuntimeError:
+        _fail(f"--device {device}: not a device; use cpu, cuda, cuda:N, mps or auto")
+    if wanted.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            build = "a CPU-only build" if torch.version.cuda is None else "a CUDA build that finds no GPU"
+            _fail(
+                f"--device {device}: torch {torch.__version__} is {build}; use --device cpu "
+                "(or auto), or install a CUDA build of torch on a machine with a GPU"
+            )
+        if wanted.index is not None and wanted.index >= count:
+            _fail(f"--device {device}: only {count} GPU(s) are visible (cuda:0 to cuda:{count - 1})")
+    elif wanted.type == "mps" and not torch.backends.mps.is_available():
+        _fail(f"--device {device}: MPS is not available here; use --device cpu")
+    elif wanted.type not in ("cuda", "mps", "cpu"):
+        _fail(f"--device {device}: bpo-data runs on cpu, cuda or mps; use one of those or auto")
+
+
+def _check_engines(recipe: Recipe, sources: list[str] | None) -> None:
+    """Device, model and optional packages, checked before anything is read or written.
+
+    Only what this run uses is checked: rules injection alone needs no model and no device.
+    """
+    from bpo_data.models import check_model
+
+    kinds = recipe.negative_kinds(sources)
+    engines = set()
+    if "weaken" in kinds:
+        engines.add(recipe.run.weaken.engine)
+    if "inject" in kinds and recipe.inject.injector == "llm":
+        engines.add(recipe.run.inject.engine)
+    if "vllm" in engines and importlib.util.find_spec("vllm") is None:
+        _fail("the vllm engine needs vLLM, which is not installed: pip install 'bpo-data[vllm]'")
+    if engines & {"hf", "vllm"}:
+        _check_device(recipe.run.device)
+        check_model(recipe.model)
 
 
 def _source_paths(recipe: Recipe, sources: list[str] | None, data: str | None, image_root: str | None):
@@ -303,7 +430,9 @@ def generate(
         )
         spec = _load(recipe_path, settings)
         index, total = parse_shard_spec(shard)
+        sources = _recipe_sources(spec, sources)
         paths = _source_paths(spec, sources, data or implied_data, image_root)
+        _check_engines(spec, sources)
         out_dir = out or Path("out") / spec.name
         if spec.model == "smoke":
             _warn("smoke model: a tiny random LLaVA built locally; its weakened answers are noise")
@@ -346,7 +475,8 @@ def _print_summary(summary, out_dir: Path) -> None:
         table.add_row(f"  {reason}", str(count))
     table.add_row("time", f"{summary.elapsed_s:.1f} s ({summary.pairs_per_s:.1f} pairs/s)")
     console.print(table)
-    console.print(f"pairs: [bold]{out_dir}/pairs-*.jsonl[/]  rejects: {out_dir}/rejects-*.jsonl")
+    console.print("pairs and rejects (pairs-*.jsonl, rejects-*.jsonl) are in:")
+    print(out_dir)
 
 
 def _export(
@@ -356,6 +486,8 @@ def _export(
     rows_per_file: int = 10_000,
     trust_image_dirs: list[Path] | None = None,
     filters: list | None = None,
+    repo_id: str | None = None,
+    test_size: float = 0.0,
 ) -> None:
     from bpo_data.export import export_dataset
 
@@ -366,10 +498,16 @@ def _export(
             version=version,
             rows_per_file=rows_per_file,
             progress=True,
+            repo_id=repo_id,
             trusted=[str(d.resolve()) for d in trust_image_dirs or ()],
             filters=filters or (),
+            test_size=test_size,
         )
-    console.print(f"exported {stats.pairs} pairs to [bold]{to}[/] ({len(stats.files)} parquet files)")
+    files = len(stats.files)
+    split = f"; test split {stats.test_pairs}" if stats.test_size else ""
+    console.print(
+        Text(f"exported {_plural(stats.pairs, 'pair')} to {to} ({_plural(files, 'parquet file')}{split})")
+    )
     if stats.duplicates_dropped:
         console.print(f"  duplicates dropped: {stats.duplicates_dropped}")
     for reason, count in stats.filtered.items():
@@ -380,7 +518,13 @@ def _export(
         console.print(
             "[yellow]made with the smoke model: its weakened answers are noise; not for training[/]"
         )
+    if not stats.composition_figure:
+        _warn("no composition figure: matplotlib is not installed (pip install matplotlib)")
     print(f'from datasets import load_dataset; ds = load_dataset("{to}")["train"]')
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
 @app.command()
@@ -389,8 +533,21 @@ def export(
         list[Path], typer.Argument(help="generation folders (any shard counts; merged by key)")
     ],
     to: Annotated[Path, typer.Option("--to", help="dataset folder to write")],
-    version: Annotated[str, typer.Option(help="dataset version, X.Y.Z")] = "0.1.0",
+    version: Annotated[str, typer.Option(help="dataset version, X.Y.Z (a leading v is dropped)")] = "0.1.0",
     rows_per_file: Annotated[int, typer.Option(help="rows per parquet file")] = 10_000,
+    repo_id: Annotated[
+        str | None,
+        typer.Option(help="the Hub repo it will be pushed to (fills the card's load_dataset line)"),
+    ] = None,
+    test_size: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=0.99,
+            help="share of images held out as a test split, e.g. 0.05 (all pairs of an image "
+            "stay on one side)",
+        ),
+    ] = 0.0,
     trust_image_dir: TrustImageDirOption = None,
     filters: Annotated[
         list[str] | None,
@@ -406,7 +563,16 @@ def export(
     Folders trusted by a generation run (--trust-image-dir) stay trusted for its pairs. Evidence
     from the generation run's verify step or from `bpo-data verify DIR` is published as columns.
     """
-    _export(out_dirs, to, version, rows_per_file, trust_image_dir, [_filter_spec(f) for f in filters or ()])
+    _export(
+        out_dirs,
+        to,
+        version,
+        rows_per_file,
+        trust_image_dir,
+        [_filter_spec(f) for f in filters or ()],
+        repo_id=repo_id,
+        test_size=test_size,
+    )
 
 
 def _filter_spec(text: str):
@@ -431,15 +597,22 @@ def _filter_spec(text: str):
 def push(
     folder: Annotated[Path, typer.Argument(help="an exported dataset folder")],
     repo_id: Annotated[str, typer.Option(help="Hub dataset repo, e.g. me/bpo-pairs")],
-    tag: Annotated[str, typer.Option(help="release tag, vX.Y.Z")],
+    tag: Annotated[
+        str | None,
+        typer.Option(help="release tag, vX.Y.Z or X.Y.Z (default: the export's version); must match it"),
+    ] = None,
     private: Annotated[bool, typer.Option(help="create the repo as private")] = False,
 ) -> None:
-    """Upload an exported dataset to the Hugging Face Hub and tag the revision (token from HF login/env)."""
+    """Upload an exported dataset to the Hugging Face Hub and tag the revision (token from HF login/env).
+
+    The card's load_dataset line is set to --repo-id before the upload.
+    """
     from bpo_data.push import push_dataset
 
     with _errors_at_the_boundary():
         url = push_dataset(folder, repo_id=repo_id, tag=tag, private=private)
-    console.print(f"pushed {folder} to {url}")
+    console.print(f"pushed {folder}:")
+    print(url)
 
 
 @app.command()
@@ -456,7 +629,8 @@ def preview(
 
     with _errors_at_the_boundary(PreviewError):
         result = write_preview(folder, out, per_group=per_group)
-    console.print(f"{result.pairs_shown} pairs shown; open [bold]{result.path}[/] in a browser")
+    console.print(f"{_plural(result.pairs_shown, 'pair')} shown; open this page in a browser:")
+    print(result.path)
 
 
 class Executor(str, Enum):
@@ -536,7 +710,10 @@ def launch(
             trust_image_dirs=trust_image_dir,
         )
         spec = _load(recipe_path, settings)
+        sources = _recipe_sources(spec, sources)
         paths = _source_paths(spec, sources, data or implied_data, image_root)
+        if executor is Executor.local:  # Ray and Slurm shards run on other machines: their GPUs, their cache
+            _check_engines(spec, sources)
         job = make_job(
             spec, out, num_shards, recipe_path=recipe_path, sources=sources, paths=paths, strict=strict
         )
@@ -560,14 +737,15 @@ def launch(
         console.print(
             f"launch {job.launch_id}: {num_shards} shards into {job.out_dir} (logs in {job.out_dir}/logs)"
         )
-        outcomes = run_launch(
-            job,
-            executor.value,
-            gpus_per_shard=gpus_per_shard,
-            max_retries=max_retries,
-            ray_address=ray_address,
-            report=console.print,
-        )
+        with _launch_view(job) as report:
+            outcomes = run_launch(
+                job,
+                executor.value,
+                gpus_per_shard=gpus_per_shard,
+                max_retries=max_retries,
+                ray_address=ray_address,
+                report=report,
+            )
     _print_launch_table(job, outcomes)
     failed = [o for o in outcomes if not o.ok]
     if failed:
@@ -581,6 +759,44 @@ def launch(
         raise typer.Exit(1)
     if export_to is not None:
         _export([job.out_dir], export_to, spec.version)
+
+
+@contextmanager
+def _launch_view(job) -> Iterator[Callable[[str], None]]:
+    """One live view of every shard while a launch runs: ``bpo-data status`` of its folder, redrawn.
+
+    It reads the shard files as ``status`` does (every 5 s, so a large folder costs little); the
+    executor's messages (a shard done, an attempt failed) are printed above it.
+    """
+    from rich.console import Group
+
+    from bpo_data.status import folder_status
+
+    started = time.monotonic()
+    done_before: list[int] = []  # what the folder held when the launch began (a rerun resumes)
+
+    def render():
+        seconds = time.monotonic() - started
+        line = f"launch {job.launch_id}: {_duration(seconds)} so far"
+        try:
+            found = folder_status(job.out_dir)
+        except FileNotFoundError:
+            return Group(Text(f"waiting for the first of {job.num_shards} shards to start"), Text(line))
+        done_before[:1] = done_before[:1] or [found.done]
+        made = found.done - done_before[0]
+        total = found.planned_estimate
+        if made > 0 and seconds > 0:
+            rate = made / seconds  # over the whole launch: shards waiting or loading their model count too
+            line += f", {made} pairs at {rate:.2f} pairs/s"
+            if total is not None and total > found.done:
+                line += f", ETA {_duration((total - found.done) / rate)}"
+        return Group(_status_table(found), Text(line))
+
+    def report(message: str) -> None:
+        console.print(Text(message))
+
+    with Live(get_renderable=render, console=console, refresh_per_second=0.2, transient=True):
+        yield report
 
 
 def _print_launch_table(job, outcomes) -> None:
@@ -624,8 +840,22 @@ def status(
     if as_json:
         print(json.dumps(found.to_dict(), indent=2))
         return
-    planned = found.planned if found.planned is not None else "?"
-    table = Table(title=f"{out_dir}: {found.done} / {planned} planned pairs done (pairs + final rejects)")
+    Console().print(_status_table(found))
+
+
+def _status_table(found):
+    """Every shard of a folder (pending ones too), under a line with the folder's total and ETA."""
+    from rich.console import Group
+
+    if found.planned is None:
+        planned = "?"
+    elif found.planned_estimate != found.planned:
+        planned = f"~{found.planned_estimate} (estimated: {found.pending} shard(s) not started)"
+    else:
+        planned = str(found.planned)
+    eta = f"; ETA {_duration(found.eta_s)}" if found.eta_s is not None else ""
+    headline = Text(f"{found.out_dir}: {found.done} / {planned} planned pairs done{eta}", style="bold")
+    table = Table()
     for column in ("shard", "state", "done / planned", "rejects", "pairs/s", "last write", "process"):
         table.add_column(column)
     for shard in found.shards:
@@ -646,7 +876,22 @@ def status(
             _since(shard.last_write),
             process,
         )
-    Console().print(table)
+    return Group(headline, table)
+
+
+def _duration(seconds: float) -> str:
+    """``45 s``, ``12 min``, ``3 h 05 min``, ``2 d 4 h``: a length a person reads at a glance."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes = seconds // 60
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours} h {minutes:02d} min"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h"
 
 
 def _since(iso: str | None) -> str:
@@ -655,7 +900,7 @@ def _since(iso: str | None) -> str:
     when = datetime.fromisoformat(iso).astimezone()
     seconds = (datetime.now(timezone.utc) - when).total_seconds()
     shown = f"{when:%H:%M:%S}" if when.date() == datetime.now().date() else f"{when:%Y-%m-%d %H:%M}"
-    return f"{shown} ({seconds:.0f}s ago)"
+    return f"{shown} ({'just now' if seconds < 5 else _duration(seconds) + ' ago'})"
 
 
 def _mount_groups() -> None:
@@ -663,8 +908,12 @@ def _mount_groups() -> None:
     from bpo_data.verify.cli import verify_app
     from bpo_data.world.cli import world_app
 
-    app.add_typer(verify_app, name="verify")
-    app.add_typer(world_app, name="world")
+    app.add_typer(verify_app, name="verify", callback=_group_options)
+    app.add_typer(world_app, name="world", callback=_group_options)
 
 
 _mount_groups()
+
+
+if __name__ == "__main__":
+    app(prog_name="bpo-data")

@@ -10,11 +10,15 @@ a pixel decode happens only where the bytes must change. They are checked as gen
 them: inside their image root (or a folder the generation run trusted), within the recipe's size
 and aspect-ratio bounds. The export is written to a staging folder beside the target and moved into
 place when complete; a staging folder left by a killed export is removed by the next one.
+
+An optional held-out split (``test_size``) is chosen by a hash of each pair's image path, so every
+pair of one image lands on the same side and the split is the same whatever the export's inputs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -33,9 +37,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bpo_data.card import write_card
-from bpo_data.export_stats import ExportStats, LengthCounter
+from bpo_data.export_stats import ExportStats, LengthCounter, write_composition_figure
 from bpo_data.images import ImageError, image_bytes_for_dataset
-from bpo_data.jsonl import numbered_records
+from bpo_data.jsonl import count_lines, numbered_records
 from bpo_data.manifest import read_manifest, recipe_of
 from bpo_data.pipeline.filters import text_refusal
 from bpo_data.recipe import FilterSpec
@@ -51,7 +55,9 @@ log = logging.getLogger(__name__)
 STATS_FILE = "export_stats.json"
 CARD_FILE = "README.md"
 EVIDENCE_FIGURE = "evidence.png"
+COMPOSITION_FIGURE = "composition.png"
 DATA_DIR = "data"
+SPLITS = ("train", "test")
 # Image datasets are read a row group at a time; ~100 rows keeps a group to tens of MB (as HF datasets does).
 ROWS_PER_GROUP = 100
 _PAIR_KEYS = ("key", "source", "negative_type", "image_path", "image_root", "prompt", "chosen", "rejected")
@@ -59,6 +65,27 @@ _PAIR_KEYS = ("key", "source", "negative_type", "image_path", "image_root", "pro
 
 class ExportError(ValueError):
     """An export that cannot go on; the message names the file or directory and what to do."""
+
+
+# Semantic versions: MAJOR.MINOR.PATCH, then an optional -prerelease and +build (``1.0.0-rc.1``).
+_VERSION = re.compile(r"v?((0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?)")
+
+
+def normalise_version(version: str) -> str:
+    """``1.2.0`` or ``v1.2.0`` as ``1.2.0``: the card's version; ``push`` tags the Hub ``v1.2.0``."""
+    match = _VERSION.fullmatch(version)
+    if match is None:
+        raise ExportError(
+            f"--version {version!r} is not a version like 1.0.0: "
+            "give MAJOR.MINOR.PATCH (a leading v is allowed)"
+        )
+    return match[1]
+
+
+def test_side(image_path: str, test_size: float) -> bool:
+    """Whether a pair of ``image_path`` belongs to the held-out split (a stable hash, not Python's)."""
+    digest = hashlib.sha256(image_path.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < test_size
 
 
 @dataclass(frozen=True)
@@ -97,6 +124,7 @@ def export_dataset(
     repo_id: str | None = None,
     trusted: list[str] | None = None,
     filters: Sequence[FilterSpec] = (),
+    test_size: float = 0.0,
 ) -> ExportStats:
     """Merge the pairs of ``out_dirs`` (first key wins) into ``to``: parquet shards, README.md card, stats.
 
@@ -105,9 +133,15 @@ def export_dataset(
     folders outside the image roots that symbolic links may lead to (beside those each generation
     run trusted). ``filters`` are recipe filters applied at export (a pair's evidence comes from its
     record or from the folder's ``verified-*.jsonl``); what they drop is counted in the stats and card.
+    ``test_size`` (0 to 1) holds out that share of the images, with all their pairs, as a test split.
     """
     if rows_per_file < 1:
         raise ExportError(f"rows_per_file must be at least 1, got {rows_per_file}")
+    if not 0.0 <= test_size < 1.0:
+        raise ExportError(
+            f"--test-size {test_size}: give a share of the images from 0 (no test split) to below 1"
+        )
+    version = normalise_version(version)
     inputs = [Path(d) for d in out_dirs]
     manifests = [_read_manifest(d) for d in inputs]
     # Each folder's images are checked as the run that made it checked them.
@@ -118,13 +152,14 @@ def export_dataset(
     _remove_abandoned(target)
     staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(target, "tmp"), dir=target.parent))
     try:
-        stats = ExportStats(version=version)
+        stats = ExportStats(version=version, test_size=test_size)
         stats.smoke = any(m.get("model") == SMOKE_MODEL_ID for m in manifests)
         pair_keys: set[str] = set()
         evidence = EvidenceStats()
         _write_parquet(
             inputs, staging / DATA_DIR, stats, pair_keys, rows_per_file, checks, progress, filters, evidence
         )
+        stats.composition_figure = write_composition_figure(stats, staging / COMPOSITION_FIGURE)
         stats.evidence = evidence.to_dict()
         stats.evidence_figure = bool(stats.evidence["clip_margin"] or stats.evidence["objects_added"]) and (
             write_figure(evidence, staging / EVIDENCE_FIGURE)
@@ -154,7 +189,7 @@ def _check_target(target: Path) -> None:
         raise ExportError(f"{target} is a file; give a directory to export into")
     if not target.exists() or not any(target.iterdir()):
         return
-    ours = {DATA_DIR, CARD_FILE, STATS_FILE}
+    ours = {DATA_DIR, CARD_FILE, STATS_FILE, EVIDENCE_FIGURE, COMPOSITION_FIGURE}
     entries = {p.name for p in target.iterdir()}
     if (target / STATS_FILE).is_file() and entries <= ours:
         return
@@ -351,9 +386,10 @@ class _ShardWriter:
     real-size images the writes are a third of the export. At most two groups wait for it.
     """
 
-    def __init__(self, data_dir: Path, rows_per_file: int):
+    def __init__(self, data_dir: Path, rows_per_file: int, split: str = "train"):
         self.data_dir = data_dir
         self.rows_per_file = rows_per_file
+        self.split = split
         self.schema = features().arrow_schema
         self.parts: list[Path] = []
         self._writer: pq.ParquetWriter | None = None  # touched by the writer thread only
@@ -361,7 +397,7 @@ class _ShardWriter:
         self._buffer: list[dict[str, Any]] = []
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-writer")
         self._pending: deque[Future] = deque()
-        data_dir.mkdir(parents=True)
+        data_dir.mkdir(parents=True, exist_ok=True)
 
     def add(self, row: dict[str, Any]) -> None:
         self._buffer.append(row)
@@ -386,7 +422,7 @@ class _ShardWriter:
 
     def _write(self, table: pa.Table, last_in_file: bool) -> None:
         if self._writer is None:
-            part = self.data_dir / f"part-{len(self.parts):05d}.parquet"
+            part = self.data_dir / f"{self.split}-part-{len(self.parts):05d}.parquet"
             self.parts.append(part)
             self._writer = pq.ParquetWriter(part, self.schema, **_column_options(self.schema))
         self._writer.write_table(table)
@@ -405,12 +441,12 @@ class _ShardWriter:
                 self._writer = None
 
     def close(self) -> list[str]:
-        """Finish the last file and rename all to ``train-0000i-of-0000N.parquet``; return relative paths."""
+        """Finish the last file and rename all to ``SPLIT-0000i-of-0000N.parquet``; return relative paths."""
         self._flush()
         self._finish_writes()
         names = []
         for index, part in enumerate(self.parts):
-            name = f"train-{index:05d}-of-{len(self.parts):05d}.parquet"
+            name = f"{self.split}-{index:05d}-of-{len(self.parts):05d}.parquet"
             part.rename(self.data_dir / name)
             names.append(f"{DATA_DIR}/{name}")
         return names
@@ -433,24 +469,33 @@ def _write_parquet(
     filters: Sequence[FilterSpec],
     evidence_stats: EvidenceStats,
 ) -> None:
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    writer = _ShardWriter(data_dir, rows_per_file)
+    writers = {split: _ShardWriter(data_dir, rows_per_file, split) for split in SPLITS}
     counts: Counter = Counter()
+    error_types: Counter = Counter()
     generators: Counter = Counter()
     image_errors: Counter = Counter()
     lengths: dict[str, dict[str, LengthCounter]] = {}
     filtered: Counter = Counter()
     verified: dict[Path, dict[str, Evidence]] = {}
+    # Counting the lines first is cheap beside the images: it gives the bar its total (lines, so
+    # duplicates and filtered pairs advance it too).
+    total = sum(count_lines(f) for d in inputs for f in _shard_files(d, "pairs")) if progress else None
     with Progress(
-        SpinnerColumn(),
-        TextColumn("exported {task.completed} pairs"),
-        TimeElapsedColumn(),
+        TextColumn("export"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("pairs read"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
         disable=not progress,
     ) as bar:
-        task = bar.add_task("export")
+        task = bar.add_task("export", total=total)
         try:
             for out_dir, record in _iter_pairs(inputs, stats, pair_keys):
+                bar.advance(task)
                 if out_dir not in verified:
                     verified[out_dir] = read_evidence(out_dir, from_pairs=False)
                 inline = record.get("evidence")
@@ -473,7 +518,10 @@ def _write_parquet(
                     )
                     continue
                 row = _row(record, image, evidence)
-                writer.add(row)
+                test = stats.test_size > 0 and test_side(record["image_path"], stats.test_size)
+                writers["test" if test else "train"].add(row)
+                stats.test_pairs += bool(test)
+                error_types.update(row["error_types"])
                 evidence_stats.add(row["negative_type"], evidence)
                 counts[(row["source"], row["negative_type"])] += 1
                 generators[row["generator"]] += 1
@@ -484,11 +532,11 @@ def _write_parquet(
                 per_type["chosen"].add(_words(record["chosen"]))
                 per_type["rejected"].add(_words(record["rejected"]))
                 stats.pairs += 1
-                bar.advance(task)
         except BaseException:
-            writer.abort()
+            for writer in writers.values():
+                writer.abort()
             raise
-    stats.files = writer.close()
+    stats.files = [name for split in SPLITS for name in writers[split].close()]
     if stats.pairs == 0:
         raise ExportError(
             f"no exportable pairs in {[str(d) for d in inputs]} "
@@ -502,3 +550,8 @@ def _write_parquet(
     stats.image_errors = dict(sorted(image_errors.items()))
     stats.filtered = dict(sorted(filtered.items()))
     stats.lengths = {t: {k: c.summary() for k, c in per.items()} for t, per in sorted(lengths.items())}
+    stats.length_histograms = {
+        t: {k: dict(sorted(per[k].histogram.items())) for k in ("chosen", "rejected")}
+        for t, per in sorted(lengths.items())
+    }
+    stats.error_types = dict(error_types.most_common())

@@ -4,6 +4,11 @@ It only reads: the shard files (``pairs-``/``rejects-i-of-N.jsonl``), each run's
 keys, written when the run starts) and summary (written when it ends), and the shard locks. Progress
 is counted by key, so a folder filled with several shard counts (resharded between runs) still shows
 exactly which planned pairs are done, whoever wrote them.
+
+Shards that have not started yet are listed too (state ``pending``): the shard count comes from the
+newest launch job (``launch/job-*.json``) or else the newest plan. Their pairs are not planned yet, so
+the folder's total is then estimated from the shards that planned (shards get equal shares by hash),
+and the ETA is what is left over the rate of the shards running now.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ class ShardStatus:
 
     index: int
     num_shards: int
-    state: str  # running | complete | incomplete
+    state: str  # running | complete | incomplete | pending (no file yet)
     done: int
     planned: int | None
     pairs: int
@@ -49,13 +54,22 @@ class FolderStatus:
     out_dir: str
     shards: list[ShardStatus]
     done: int
-    planned: int | None
+    planned: int | None  # the planned keys of every shard that planned
+    planned_estimate: int | None = None  # with the pending shards' likely share; None: nothing to go on
+    eta_s: float | None = None  # None: nothing is running (or nothing is left)
+
+    @property
+    def pending(self) -> int:
+        return sum(s.state == "pending" for s in self.shards)
 
     def to_dict(self) -> dict:
         return {
             "out_dir": self.out_dir,
             "done": self.done,
             "planned": self.planned,
+            "planned_estimate": self.planned_estimate,
+            "pending": self.pending,
+            "eta_s": self.eta_s,
             "shards": [s.to_dict() for s in self.shards],
         }
 
@@ -170,13 +184,53 @@ def _shard_status(files: ShardFiles, plan: dict | None, written: _Written, done_
     )
 
 
+def _current_shard_count(out_dir: Path, found: list[ShardFiles]) -> int | None:
+    """N of the newest launch job or plan, whichever is newer: the shard count the folder is run with now."""
+    candidates: list[tuple[float, int]] = [
+        (_mtime_or_zero(f.plan), f.num_shards) for f in found if f.plan.exists()
+    ]
+    for job in (out_dir / "launch").glob("job-*.json"):
+        data = _read_json(job)
+        if data and isinstance(data.get("num_shards"), int):
+            candidates.append((_mtime_or_zero(job), data["num_shards"]))
+    return max(candidates)[1] if candidates else None
+
+
+def _mtime_or_zero(path: Path) -> float:
+    return _mtime(path) or 0.0
+
+
+def _pending(files: ShardFiles) -> ShardStatus:
+    return ShardStatus(files.index, files.num_shards, "pending", done=0, planned=None, pairs=0)
+
+
+def _estimate(shards: list[ShardStatus], planned: int | None, num_shards: int | None) -> int | None:
+    """The folder's planned pairs with the pending shards' share guessed from those of the same N."""
+    if planned is None or num_shards is None:
+        return planned
+    same_n = [s for s in shards if s.num_shards == num_shards]
+    known = [s.planned for s in same_n if s.planned is not None]
+    pending = sum(s.state == "pending" for s in same_n)
+    if not known or not pending:
+        return planned
+    return planned + round(sum(known) / len(known) * pending)
+
+
+def _eta(shards: list[ShardStatus], done: int, total: int | None) -> float | None:
+    rate = sum(s.pairs_per_s or 0.0 for s in shards if s.live)
+    if total is None or rate <= 0 or done >= total:
+        return None
+    return (total - done) / rate
+
+
 def folder_status(out_dir: str | Path) -> FolderStatus:
-    """The status of every shard found in ``out_dir``; the totals count each planned key once."""
+    """The status of every shard of ``out_dir`` (pending ones too); the totals count each planned key once."""
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
         raise FileNotFoundError(f"{out_dir} is not a folder; give the --out folder of `bpo-data generate`")
     found = ShardFiles.found(out_dir)
-    if not found:
+    num_shards = _current_shard_count(out_dir, found)
+    if not found and num_shards is None:
         raise FileNotFoundError(
             f"{out_dir} holds no shard files (pairs-i-of-N.jsonl); has `bpo-data generate` or "
             "`bpo-data launch` written there yet?"
@@ -185,7 +239,18 @@ def folder_status(out_dir: str | Path) -> FolderStatus:
     done_set: set[str] = set().union(*(w.done for w in written.values()))
     plans = {files: _read_json(files.plan) for files in found}
     shards = [_shard_status(files, plans[files], written[files], done_set) for files in found]
+    started = {(s.index, s.num_shards) for s in shards}
+    if num_shards is not None:
+        shards += [
+            _pending(ShardFiles(out_dir, i, num_shards))
+            for i in range(num_shards)
+            if (i, num_shards) not in started
+        ]
+        shards.sort(key=lambda s: (s.num_shards, s.index))
     planned_keys = {key for plan in plans.values() if plan is not None for key in plan["pair_keys"]}
     if planned_keys:
-        return FolderStatus(str(out_dir), shards, len(done_set & planned_keys), len(planned_keys))
-    return FolderStatus(str(out_dir), shards, len(done_set), None)
+        done, planned = len(done_set & planned_keys), len(planned_keys)
+    else:
+        done, planned = len(done_set), None
+    estimate = _estimate(shards, planned, num_shards)
+    return FolderStatus(str(out_dir), shards, done, planned, estimate, _eta(shards, done, estimate))

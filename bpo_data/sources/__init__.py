@@ -8,7 +8,8 @@ source reads, so a run can record (and a rerun compare) what each source was mad
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import difflib
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from bpo_data.recipe import SourceSpec, TextSpec
@@ -29,12 +30,41 @@ _FACTS = {
     "llava": llava_format.LLAVA,
 }
 SOURCE_FORMATS = frozenset(_READERS)
+# Other spellings of a source's name: the paper and the Hub call ShareGPT4V by its full name.
+ALIASES = {
+    "sharegpt4v": "sharegptv",
+    "llava_instruct": "llava-instruct",
+    "llava-instruct-150k": "llava-instruct",
+}
+
+
+def canonical_name(name: str, known: Iterable[str]) -> str:
+    """``name`` as one of ``known`` (an alias such as ``sharegpt4v`` becomes ``sharegptv``).
+
+    Raises ``ValueError`` naming the closest known names, so a typo gets a did-you-mean.
+    """
+    choices = list(known)
+    if name in choices:
+        return name
+    alias = ALIASES.get(name.lower())
+    if alias in choices:
+        return alias
+    raise ValueError(f"unknown source {name!r}{did_you_mean(name, choices)}; known: {', '.join(choices)}")
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices`` (aliases included), or an empty string."""
+    choices = list(choices)
+    spellings = {c: c for c in choices} | {a: c for a, c in ALIASES.items() if c in choices}
+    close = difflib.get_close_matches(name.lower(), list(spellings), n=1, cutoff=0.6)
+    return f" (did you mean {spellings[close[0]]!r}?)" if close else ""
 
 
 def _check_format(spec: SourceSpec) -> None:
     if spec.format not in _READERS:
         raise ValueError(
-            f"source {spec.name!r} has unknown format {spec.format!r}; use one of {sorted(SOURCE_FORMATS)}"
+            f"source {spec.name!r} has unknown format {spec.format!r}"
+            f"{did_you_mean(spec.format, SOURCE_FORMATS)}; use one of {sorted(SOURCE_FORMATS)}"
         )
 
 

@@ -23,7 +23,7 @@ class _FolderByDefault(TyperGroup):
     """``verify DIR`` runs the ``dir`` command: the first word is a folder unless it names a command."""
 
     def parse_args(self, ctx, args):
-        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
             args = ["dir", *args]
         return super().parse_args(ctx, args)
 

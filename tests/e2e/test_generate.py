@@ -103,12 +103,15 @@ def test_kill_9_then_rerun_completes_without_loss_or_duplicates(tmp_path, env, k
         summary["pairs_written"] + sum(summary["rejects"].values()) + len(keys_before)
         == summary["pairs_planned"]
     )
-    assert summary["models_loaded"]
+    assert summary["models_loaded"] and 0 < summary["load_s"] < summary["elapsed_s"]
+    # the rate is of making pairs: loading the model is left out, as the progress bar leaves it out
+    rate = summary["pairs_written"] / (summary["elapsed_s"] - summary["load_s"])
+    assert summary["pairs_per_s"] == pytest.approx(rate, rel=1e-2, abs=1e-3)
 
     _cli(*args, env=env)  # a third run finds nothing left: it must not load the model at all
     finished = json.loads((out / "summary-00000-of-00001.json").read_text())
     assert finished["pairs_written"] == 0 and finished["already_done"] == finished["pairs_planned"]
-    assert not finished["models_loaded"]
+    assert not finished["models_loaded"] and finished["load_s"] == 0
     assert pairs_file.read_bytes() == after
 
     clean = tmp_path / "clean"

@@ -219,8 +219,9 @@ def test_card_metadata_and_composition_match_the_data(exported):
         weaken, inject = counts[(source, "weaken")], counts[(source, "inject")]
         assert f"| {source} | {weaken} | {inject} | **{weaken + inject}** |" in card.text
     assert f"| **total** | **{sum(c for (_, t), c in counts.items() if t == 'weaken')}** |" in card.text
-    assert "seed: 7" in card.text and "v0.1.0" in card.text
+    assert "seed: 7" in card.text and "Version **0.1.0**" in card.text  # export --version v0.1.0, normalised
     assert "/images" not in card.text  # machine paths stay out of the published recipe
+    assert "recipe file: `test.yaml`" in card.text  # its name, not the path it was read from
     assert "not for training" not in card.text
 
 
@@ -256,7 +257,7 @@ def test_reexport_replaces_a_previous_export_and_refuses_anything_else(outputs, 
     export_dataset(outputs.dirs, to, version="v0.1.0", rows_per_file=1)
     export_dataset(outputs.dirs, to, version="v0.2.0", rows_per_file=100)
     assert sorted(p.name for p in (to / "data").iterdir()) == ["train-00000-of-00001.parquet"]
-    assert json.loads((to / "export_stats.json").read_text())["version"] == "v0.2.0"
+    assert json.loads((to / "export_stats.json").read_text())["version"] == "0.2.0"  # one spelling
     assert sorted(p.name for p in tmp_path.iterdir()) == ["to"]  # no staging or old copies left behind
 
     foreign = tmp_path / "foreign"

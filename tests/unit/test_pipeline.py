@@ -186,12 +186,13 @@ def test_another_data_file_into_the_same_folder_is_refused(tmp_path):
     assert manifest["sources"]["src"]["image_root"] == str(images.resolve())
 
 
-def test_a_model_that_cannot_load_is_one_error_naming_it(tmp_path):
-    from bpo_data.generate import ModelLoadError
+def test_a_model_that_cannot_load_is_one_error_naming_it_before_anything_is_written(tmp_path):
+    from bpo_data.models import ModelNotFound
 
     data, images = write_llava_source(tmp_path / "src", 2)
     recipe = with_settings(
         load_recipe(str(write_recipe(tmp_path / "r.yaml", data, images))), model=str(tmp_path / "nope")
     )
-    with pytest.raises(ModelLoadError, match=r"--model .*nope: no such folder"):
+    with pytest.raises(ModelNotFound, match=r"--model .*nope: no such folder"):
         generate(recipe, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
