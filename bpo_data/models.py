@@ -1,7 +1,9 @@
 """Model ids that name a model built or shipped locally instead of a Hub checkpoint.
 
-``smoke`` is a tiny random LLaVA built from configs on first use (fast tests); any other id is a
-llava-hf checkpoint id or a folder written by ``save_pretrained``.
+``world`` is the miniature world's tiny LLaVA, trained on its scenes and shipped with the package
+(the demo's model: its image-weakened answers show a real language prior); ``smoke`` is a tiny
+random LLaVA built from configs on first use (fast tests); any other id is a llava-hf checkpoint id
+or a folder written by ``save_pretrained``.
 
 A Hub id is looked up in the local cache first and loaded from there by path, so a cached model
 never touches the network. One that is not cached is asked about once, with a short timeout and no
@@ -14,8 +16,12 @@ import os
 from pathlib import Path
 
 from bpo_data.smoke_model import SMOKE_MODEL_ID, ensure_smoke_model
+from bpo_data.world.model import WORLD_MODEL_ID, world_model_dir
 
-LOCAL_MODELS = {SMOKE_MODEL_ID: "a tiny random LLaVA built locally; its answers are noise"}
+LOCAL_MODELS = {
+    WORLD_MODEL_ID: "the miniature world's tiny LLaVA, shipped with bpo-data (bpo_data/world/model)",
+    SMOKE_MODEL_ID: "a tiny random LLaVA built locally; its answers are noise",
+}
 HUB_PROBE_TIMEOUT_S = 10.0
 
 
@@ -73,6 +79,9 @@ def check_model(model_id: str) -> None:
     """Fail fast (``ModelNotFound``) when ``model_id`` cannot be loaded here; cheap and builds nothing."""
     if model_id == SMOKE_MODEL_ID or Path(model_id).expanduser().is_dir():
         return
+    if model_id == WORLD_MODEL_ID:
+        _world_model()
+        return
     if model_id.startswith(("/", ".", "~")) or model_id.count("/") > 1:
         raise ModelNotFound(
             f"--model {model_id}: no such folder; give a folder written by save_pretrained, "
@@ -93,6 +102,8 @@ def resolve_model(model_id: str) -> str:
     """The path or Hub id ``from_pretrained`` loads for ``model_id`` (a cached snapshot by its path)."""
     if model_id == SMOKE_MODEL_ID:
         return str(ensure_smoke_model())
+    if model_id == WORLD_MODEL_ID:
+        return str(_world_model())
     if Path(model_id).expanduser().is_dir():
         return model_id
     cached = _cached_snapshot(model_id)
@@ -100,3 +111,10 @@ def resolve_model(model_id: str) -> str:
         return cached
     check_model(model_id)
     return model_id
+
+
+def _world_model() -> Path:
+    try:
+        return world_model_dir()
+    except FileNotFoundError as err:
+        raise ModelNotFound(f"--model world: {err}") from None

@@ -1,11 +1,13 @@
-"""The embedded sample: a few records in each real source format, with images the package drew.
+"""The embedded sample: a few records in each real source format, about miniature-world pictures.
 
 It lets ``--source sample`` (and the tests) run end to end with nothing downloaded. A recipe
 declares one source per embedded file — ``format: sample`` with ``data`` one of
 ``sharegptv``, ``llavar``, ``llava-instruct`` — and each is read by that format's own rules, so
 units look exactly like the real thing: ``source`` is the spec's name, keys are
-``<spec name>/<record id>/<turn>``. The images ship inside the package under ``sample/images/``
-(drawn by ``bpo_data.sample_scenes``); the files are read, never redrawn at run time.
+``<spec name>/<record id>/<turn>``. The files and images ship inside the package under
+``bpo_data/world/sample/``, written by ``bpo_data.world.make.make_sample`` from scene graphs of the
+miniature world (six of them break its language prior: a dog with no ball, a yellow boat, …), so
+the world model's image-weakened answers show its prior; the files are read, never redrawn at run time.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from bpo_data.recipe import SourceSpec, TextSpec
 from bpo_data.schema import Reject, Unit
 from bpo_data.sources.llava_format import FormatFacts, read_source
 
-SAMPLE_DIR = Path(__file__).resolve().parent.parent / "sample"
+SAMPLE_DIR = Path(__file__).resolve().parent.parent / "world" / "sample"
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -51,7 +52,8 @@ def test_demo_command_writes_a_loadable_dataset(tmp_path, env):
     result = _cli(
         "generate", "--source", "sample", "--out", str(out), "--export", str(ds_dir), "--no-progress", env=env
     )
-    assert "smoke model" in result.stderr
+    assert "smoke model" not in result.stderr  # the demo runs the shipped world model, not random weights
+    assert json.loads((out / "manifest.json").read_text())["model"] == "world"
     assert f'load_dataset("{ds_dir}")' in result.stdout
     ds = load_dataset(str(ds_dir))["train"]
     pairs = _keys(out)
@@ -63,6 +65,9 @@ def test_demo_command_writes_a_loadable_dataset(tmp_path, env):
     assert all("<image>" not in m["content"] for r in ds["prompt"] for m in r)
     rejected = {r["key"] for r in iter_jsonl(next(out.glob("rejects-*.jsonl")))}
     assert not rejected & set(pairs)
+    weakened = [r for r in iter_jsonl(next(out.glob("pairs-*.jsonl"))) if r["negative_type"] == "weaken"]
+    # the world model writes world language under noise, not byte soup: words and punctuation only
+    assert weakened and all(re.fullmatch(r"[A-Za-z0-9 ,.'\"?!;:-]+", r["rejected"]) for r in weakened)
 
 
 @pytest.mark.parametrize("kill_after_lines", [1, 12])

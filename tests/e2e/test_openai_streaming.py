@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 from support.llava_source import write_llava_source, write_recipe
 from support.servers import Reply, error, ok, scripted_server
 
@@ -32,7 +33,10 @@ def rewrite_or_refuse(body: dict) -> Reply:
 
 def test_cli_streams_at_the_given_concurrency_and_writes_no_key(tmp_path):
     data, images = write_llava_source(tmp_path / "src", 30)
-    recipe = write_recipe(tmp_path / "r.yaml", data, images, negatives={"inject": 1.0}, batch_size=2)
+    recipe = write_recipe(tmp_path / "r.yaml", data, images, negatives={"inject": 1.0})
+    settings = yaml.safe_load(recipe.read_text())
+    settings["run"]["inject"] = {"batch_size": 2}  # the write batch: smaller than the concurrency
+    recipe.write_text(yaml.safe_dump(settings))
     out = tmp_path / "out"
     env = {**os.environ, "OPENAI_API_KEY": KEY}
     with scripted_server(rewrite_or_refuse) as server:
@@ -56,8 +60,6 @@ def test_cli_streams_at_the_given_concurrency_and_writes_no_key(tmp_path):
                 server.url,
                 "--concurrency",
                 "5",
-                "--inject-batch-size",
-                "2",
                 "--no-progress",
             ],
             capture_output=True,
