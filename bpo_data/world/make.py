@@ -1,6 +1,6 @@
 """Write a miniature world to disk: pictures, scene graphs, the three sources in their real formats.
 
-Layout of ``make_world(out_dir, …)`` (every split folder is laid out like the shipped ``bpo_data/world/sample``)::
+Layout of ``make_world(out_dir, …)`` (each split folder is laid out like ``bpo_data/world/sample``)::
 
     world.json                      the parameters, the seed, the splits and the training prior as measured
     train/ eval_clean/ eval_violating/
