@@ -17,8 +17,6 @@ from typing import Annotated
 
 import typer
 
-from bpo_data.world.contrastive import ContrastiveSettings
-
 world_app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -86,11 +84,15 @@ def train(
         int, typer.Option(min=1, help="training scenes when the world is made here")
     ] = DEFAULT_SCENES,
     seed: Annotated[int, typer.Option(help="seed of the world (when made here) and of training")] = 0,
-    epochs: Annotated[float, typer.Option(min=0.01, help="passes over the training examples")] = 2.0,
-    max_steps: Annotated[int, typer.Option(help="stop after this many steps (> 0 overrides --epochs)")] = -1,
-    contrastive_steps: Annotated[
-        int, typer.Option(min=1, help="steps of stage 1, the contrastive pre-training of the vision tower")
-    ] = ContrastiveSettings().steps,
+    epochs: Annotated[
+        float | None, typer.Option(min=0.01, help="passes over the examples, with --max-steps 0 [default: 1]")
+    ] = None,
+    max_steps: Annotated[
+        int | None, typer.Option(help="stage-2 steps; > 0 overrides --epochs [default: 900]")
+    ] = None,
+    vision_steps: Annotated[
+        int | None, typer.Option(min=1, help="stage-1 steps, the vision tower's pre-training [default: 200]")
+    ] = None,
     threads: Annotated[int, typer.Option(min=1, help="CPU threads for torch")] = 2,
     eval_limit: Annotated[
         int | None, typer.Option(help="held-out scenes to evaluate per split (default all)")
@@ -102,6 +104,7 @@ def train(
     """Train the world model from scratch on CPU, save it with its provenance, and print its metrics."""
     from bpo_data.world.make import make_world
     from bpo_data.world.train import TrainSettings, train_world_model
+    from bpo_data.world.vision import VisionSettings
 
     _quiet()
     started, cpu = time.time(), time.process_time()
@@ -110,12 +113,12 @@ def train(
             world = Path(scratch) / "world"
             _say(f"making a world of {scenes} training scenes (seed {seed})")
             make_world(world, scenes, seed)
+        given = {"epochs": epochs, "max_steps": max_steps}
         settings = TrainSettings(
             seed=seed,
-            epochs=epochs,
-            max_steps=max_steps,
             threads=threads,
-            contrastive=ContrastiveSettings(steps=contrastive_steps),
+            vision=VisionSettings(**({} if vision_steps is None else {"steps": vision_steps})),
+            **{key: value for key, value in given.items() if value is not None},
         )
         provenance = train_world_model(world, out, settings, log=_say)
         wall, cpu_s = provenance["wall_s"], provenance["cpu_s"]

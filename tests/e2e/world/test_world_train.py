@@ -31,6 +31,8 @@ def test_make_train_evaluate(tmp_path):
             str(world),
             "--max-steps",
             "4",
+            "--vision-steps",
+            "3",
             "--threads",
             "1",
             "--eval-limit",
@@ -42,6 +44,8 @@ def test_make_train_evaluate(tmp_path):
 
     provenance = json.loads((model / PROVENANCE_FILE).read_text())
     assert provenance["steps"] == 4 and provenance["world"]["seed"] == 0
+    assert provenance["stage1"]["steps"] == 3
+    assert set(provenance["stage1"]["held_out_accuracy"]) >= {"cls", "colour", "count", "sign", "setting"}
     assert provenance["world"]["params"]["pairs"]["dog"] == "sports ball"
     report = json.loads((model / EVALUATION_FILE).read_text())
     assert report["eval_clean"]["chair"]["descriptions"] == 3

@@ -17,7 +17,9 @@ from bpo_data.sources import read_units
 from bpo_data.world.make import SOURCE_FILES, read_scenes, scene_image, source_specs
 from bpo_data.world.model import PROVENANCE_FILE, ModelSpec, build_processor, build_tokenizer, world_model_dir
 from bpo_data.world.params import WORLD
+from bpo_data.world.scenes import Scene, SceneObject, Sign
 from bpo_data.world.train import IGNORE, WorldDataset, read_examples
+from bpo_data.world.vision import Labels, cell_index
 
 SAMPLE = Path(str(files("bpo_data.world").joinpath("sample")))
 
@@ -48,6 +50,27 @@ def test_training_tokens_are_the_generation_prompt_plus_the_answers(small_world)
         assert row["input_ids"][-1] == tokenizer.eos_token_id == row["labels"][-1]
 
 
+def test_each_image_token_is_one_cell_of_the_world_grid():
+    spec = ModelSpec()
+    assert spec.image_size == WORLD.image_size and spec.image_tokens == 9
+    places = (*WORLD.positions, *WORLD.corners)
+    assert sorted(cell_index(p) for p in places) == list(range(9))
+    assert [cell_index(p) for p in ("top left", "left", "centre", "bottom")] == [0, 3, 4, 7]
+    scene = Scene(
+        id="t",
+        split="train",
+        setting="park",
+        objects=(SceneObject("dog", "brown", "large", "left"), SceneObject("cup", "red", "small", "top", 2)),
+        sign=Sign("OPEN", "white", "bottom right"),
+    )
+    labels = Labels()
+    cells = labels.of(scene)
+    assert cells["cls"].tolist() == [0, labels.classes["cup"], 0, labels.classes["dog"], 0, 0, 0, 0, 0]
+    assert cells["count"].tolist() == [0, 2, 0, 1, 0, 0, 0, 0, 0]
+    assert cells["colour"][3] == labels.colours["brown"] and cells["size"][1] == labels.sizes["small"]
+    assert cells["sign"].tolist() == [0] * 8 + [labels.signs["OPEN"]]
+
+
 def test_shipped_sample_reads_with_the_real_readers():
     scenes = {s.id for s in read_scenes(SAMPLE)}
     for entry in source_specs(SAMPLE):
@@ -75,7 +98,9 @@ def world_engine():
     return HFVisionEngine(LlavaRuntime.load(str(world_model_dir()), device="cpu", dtype="float32"))
 
 
-def test_shipped_model_names_what_is_in_the_picture(world_engine):
+@pytest.fixture(scope="module")
+def sample_descriptions(world_engine) -> list[tuple]:
+    """(scene, description) of every shipped sample scene, greedy, as the world evaluation asks."""
     from bpo_data.engines.base import VisionRequest
     from bpo_data.recipe import SamplingParams
 
@@ -90,17 +115,33 @@ def test_shipped_model_names_what_is_in_the_picture(world_engine):
         for s in scenes
     ]
     results = world_engine.generate(requests)
-    right = 0
-    for scene, result in zip(scenes, results):
-        assert result.error is None and result.text
-        right += bool({m.cls for m in coco_vocabulary().mentions(result.text)} & scene.classes)
-    assert right >= len(scenes) * 0.8, [r.text for r in results]
+    assert all(r.error is None and r.text for r in results), results
+    return [(scene, r.text) for scene, r in zip(scenes, results)]
 
 
-def test_shipped_model_answers_a_colour_question(world_engine):
+def test_shipped_model_describes_what_the_picture_shows(sample_descriptions):
+    # the setting (the picture's background) is read off the picture, and the text varies with it
+    right = [any(p in text for p in WORLD.settings[s.setting]["phrases"]) for s, text in sample_descriptions]
+    assert sum(right) >= len(right) * 0.8, sample_descriptions
+    assert len({text for _, text in sample_descriptions}) >= len(sample_descriptions) * 0.7
+
+
+def test_shipped_model_names_absent_partners_its_prior_expects(sample_descriptions):
+    """The model the demo weakens must have a language prior: a dog's ball is named when it is absent."""
+    absent = [
+        (scene, text, violation.split("->")[1])
+        for scene, text in sample_descriptions
+        for violation in scene.violations
+        if violation.startswith("partner_absent:")
+    ]
+    named = [partner in {m.cls for m in coco_vocabulary().mentions(text)} for _, text, partner in absent]
+    assert absent and sum(named) >= len(absent) / 2, absent
+
+
+def test_shipped_model_answers_a_colour_question_with_a_colour(world_engine):
     from bpo_data.engines.base import VisionRequest
     from bpo_data.recipe import SamplingParams
-    from bpo_data.world.evaluate import qa_correct, read_qa
+    from bpo_data.world.evaluate import read_qa
 
     items = [q for q in read_qa(SAMPLE) if q["type"] == "colour"]
     scenes = {s.id: s for s in read_scenes(SAMPLE)}
@@ -115,6 +156,5 @@ def test_shipped_model_answers_a_colour_question(world_engine):
             for q in items
         ]
     )
-    assert sum(qa_correct(q, r.text or "") for q, r in zip(items, results)) >= len(items) / 2, [
-        (q["question"], q["expected"], r.text) for q, r in zip(items, results)
-    ]
+    answers = [set((r.text or "").lower().replace(".", " ").split()) for r in results]
+    assert all(words & set(WORLD.colours) for words in answers), [r.text for r in results]
