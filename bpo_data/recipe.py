@@ -273,6 +273,12 @@ class RunSettings(_Strict):
 
     device: str = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    cpu_threads: int | None = Field(
+        None,
+        ge=1,
+        description="torch threads for a model on the CPU (null: torch's default, one per core); 1 suits "
+        "a tiny model, whose threads only wait on each other when other work shares the cores",
+    )
     trust_image_dirs: list[str] = Field(
         default_factory=list,
         description="folders outside an image root that its symbolic links may lead to (--trust-image-dir)",

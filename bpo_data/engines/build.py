@@ -44,6 +44,10 @@ def build_engines(
         if "hf" in (weaken, inject):
             from bpo_data.engines.hf import HFTextEngine, HFVisionEngine, LlavaRuntime
 
+            if run.cpu_threads is not None:
+                import torch
+
+                torch.set_num_threads(run.cpu_threads)
             runtime = LlavaRuntime.load(path, run.device, run.dtype)
             if weaken == "hf":
                 engines.vision = HFVisionEngine(runtime)
