@@ -103,6 +103,67 @@ def plot(
     typer.echo(out)
 
 
+@app.command("world-repro")
+def world_repro(
+    out: Annotated[Path, typer.Option(help="Folder for the world, pairs, runs, evaluations and report.md.")],
+    world: Annotated[
+        Path | None,
+        typer.Option(
+            help="A world made by `bpo-data world make`; default: remake the model's own world in --out."
+        ),
+    ] = None,
+    model: Annotated[
+        str, typer.Option(help="The base model: 'world' for the shipped world model, or a model folder.")
+    ] = "world",
+    scenes: Annotated[
+        int | None,
+        typer.Option(min=1, help="Training scenes when the world is made here (default: the model's)."),
+    ] = None,
+    units: Annotated[
+        int | None,
+        typer.Option(min=4, help="Training units made into pairs (each: a weakened and an injected)."),
+    ] = None,
+    steps: Annotated[
+        int | None,
+        typer.Option(min=1, help="Optimizer steps of the full BPO run (all runs: the same epochs)."),
+    ] = None,
+    learning_rate: Annotated[float | None, typer.Option(help="Peak learning rate of every run.")] = None,
+    noise_step: Annotated[
+        int | None, typer.Option(min=1, max=999, help="Noise step of the weakened pairs.")
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(help="Seed of the pairs and training (a world made here keeps the model's seed)."),
+    ] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="torch threads (default 1).")] = None,
+    quick: Annotated[bool, typer.Option(help="A few minutes: few pairs, steps and held-out scenes.")] = False,
+) -> None:
+    """The paper's claim in miniature on CPU: pairs, BPO and its ablations, evaluation, report.md."""
+    from dataclasses import replace
+
+    from trainer_min.world_repro import ReproSettings, reproduce, summary_table
+
+    settings = ReproSettings.quick() if quick else ReproSettings()
+    given = {
+        "scenes": scenes,
+        "units": units,
+        "steps": steps,
+        "learning_rate": learning_rate,
+        "noise_step": noise_step,
+        "seed": seed,
+        "threads": threads,
+    }
+    settings = replace(settings, **{k: v for k, v in given.items() if v is not None})
+    if model == "world":
+        from bpo_data.world.model import world_model_dir
+
+        model_dir = world_model_dir()
+    else:
+        model_dir = Path(model)
+    results = reproduce(out, model_dir, settings, world=world, log=lambda m: typer.echo(m, err=True))
+    typer.echo(summary_table(results))
+
+
 app.command("eval")(eval_command)
 app.command("report")(report_command)
 

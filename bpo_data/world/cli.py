@@ -17,6 +17,8 @@ from typing import Annotated
 
 import typer
 
+from bpo_data.world.probe_cli import probe_command
+
 world_app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -155,3 +157,6 @@ def _evaluate(model_dir: Path, world: Path, limit: int | None, save: bool = True
     if save:
         (Path(model_dir) / EVALUATION_FILE).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     _say(f"evaluated in {time.time() - started:.0f}s")
+
+
+world_app.command("probe")(probe_command)

@@ -1,0 +1,114 @@
+"""A reduced reproduction end to end: pairs come from the world, training reads them, evaluation the graphs.
+
+The smoke model stands in for the world model (its answers are noise; the wiring is what is checked).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from bpo_data.world import language
+from bpo_data.world.evaluate import chair
+from bpo_data.world.make import read_scenes, scene_image
+from bpo_data.world.params import WORLD
+from trainer_min.world_repro import VARIANTS, ReproSettings, reproduce
+
+pytestmark = pytest.mark.slow
+
+SETTINGS = ReproSettings(
+    scenes=40, eval_scenes=4, objhal_scenes=4, units=12, steps=2, batch_size=4, max_new_tokens=24
+)
+PICKED = tuple(v for v in VARIANTS if v.name in ("bpo", "sft", "bpo-50", "weaken-only"))
+
+
+def _rows(dataset: Path) -> list[dict]:
+    return [
+        row
+        for path in sorted((dataset / "data").glob("*.parquet"))
+        for row in pq.read_table(path).to_pylist()
+    ]
+
+
+@pytest.fixture(scope="module")
+def repro(tmp_path_factory, smoke_model_dir) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("repro")
+    return out, reproduce(out, smoke_model_dir, SETTINGS, variants=PICKED, log=lambda _: None)
+
+
+def test_pairs_are_made_from_the_world_training_split(repro):
+    out, results = repro
+    train = out / "world" / "train"
+    scenes = {s.id: s for s in read_scenes(train)}
+    captions = {
+        r["id"]: r["conversations"][1]["value"] for r in json.loads((train / "sharegptv.json").read_text())
+    }
+    rows = _rows(out / "datasets" / "weakened")
+    assert len(rows) == results["datasets"]["weakened"]["rows"] > 0
+    assert {r["negative_type"] for r in rows} == {"weaken", "inject"}
+    assert {r["source"] for r in rows} <= {"world-sharegptv", "world-llavar", "world-llava-instruct"}
+    for row in rows:
+        scene = scenes[Path(row["image_path"]).stem]  # a training scene, never a held-out one
+        assert row["images"][0]["bytes"] == scene_image(train, scene).read_bytes()
+        if row["source"] == "world-sharegptv":
+            assert row["chosen"][0]["content"] == captions[scene.id]
+    weakened = [r for r in rows if r["negative_type"] == "weaken"]
+    assert {r["noise_step"] for r in weakened} == {SETTINGS.noise_step}
+    assert all(r["generator"].startswith("hf:") for r in weakened)
+
+
+def test_training_consumed_the_pairs(repro):
+    out, results = repro
+    rows = results["datasets"]["weakened"]["rows"]
+    by_type = results["datasets"]["weakened"]["by_type"]
+    units = len({r["id"].rsplit("#", 1)[0] for r in _rows(out / "datasets" / "weakened")})
+    expected = {"bpo": rows, "bpo-50": round(rows * 0.5), "weaken-only": by_type["weaken"], "sft": units}
+    for name, want in expected.items():
+        run = Path(results["runs"][name]["dir"])
+        record = json.loads((run / "training_config.json").read_text())
+        assert (run / "adapter_model.safetensors").is_file()
+        assert record["data"]["rows"] == want == results["runs"][name]["rows"]
+        epochs = record["training_arguments"]["num_train_epochs"]
+        assert record["global_step"] == math.ceil(epochs * math.ceil(want / SETTINGS.batch_size))
+        logged = (run / "logprobs.csv").read_text().strip().splitlines()
+        assert len(logged) == 1 + record["global_step"]  # a header, then one row per step
+    assert results["runs"]["bpo"]["command"].startswith("bpo-train dpo --dataset ")
+    assert "--negative_types weaken" in results["runs"]["weaken-only"]["command"]
+
+
+def test_evaluation_reads_the_scene_graphs(repro):
+    out, results = repro
+    split = out / "world" / "eval_violating"
+    scenes = read_scenes(split)[: SETTINGS.eval_scenes]
+    answers = [
+        json.loads(line) for line in (out / "eval" / "base" / "answers" / "eval_violating.jsonl").open()
+    ]
+    texts = [a["answer"] for a in answers if a.get("question") == language.EVAL_DESCRIBE_PROMPT]
+    measured = results["metrics"]["base"]["world"]["eval_violating"]["chair"]
+    assert chair(scenes, texts) == measured
+    # naming an object the scene graph does not hold is one more hallucinated mention
+    absent = next(c for c in WORLD.class_names if c not in scenes[0].classes and c != "sports ball")
+    edited = [texts[0] + f" There is a {absent} here.", *texts[1:]]
+    assert chair(scenes, edited)["hallucinated_mentions"] == measured["hallucinated_mentions"] + 1
+
+    details = json.loads((out / "eval" / "base" / "objhal" / "objhal" / "hallucinations.json").read_text())
+    truth = {int(s.id): s.classes for s in read_scenes(out / "world" / "objhal")}
+    assert details["sentences"]
+    for sentence in details["sentences"]:
+        assert set(sentence["mscoco_gt_words"]) == truth[sentence["image_id"]]
+
+
+def test_report_has_every_table_and_figure(repro):
+    out, results = repro
+    report = (out / "report.md").read_text()
+    for heading in ("Table 2", "Table 3", "Table 4", "Figure 7", "Figure 8", "Timings", "Versions"):
+        assert f"## {heading}" in report
+    for name in ("base", *(v.name for v in PICKED)):
+        assert f"| {name} |" in report
+    assert (out / "figure7.png").read_bytes().startswith(b"\x89PNG")
+    assert (out / "figure8.png").read_bytes().startswith(b"\x89PNG")
+    assert len(results["target"]) == 4 and all("measured" in t for t in results["target"])
