@@ -550,6 +550,13 @@ def _num(value: float | None) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.1f}"
 
 
+def _change(drop: float | None) -> str:
+    """A relative drop as a person reads it: "12.0 % lower" or "27.6 % higher"."""
+    if drop is None:
+        return "n/a"
+    return f"{_num(abs(drop))} % {'lower' if drop >= 0 else 'higher'}"
+
+
 def _relative_drop(base: float | None, value: float | None) -> float | None:
     if base is None or value is None or base == 0:
         return None
@@ -572,13 +579,13 @@ def target_check(metrics: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     claim(
         "BPO lowers CHAIRi on prior-violating scenes by >= 30 % relative to the base model",
         None if drop_bpo is None else drop_bpo >= 30,
-        f"base {_num(b)} -> BPO {_num(bpo)} ({_num(drop_bpo)} % lower; standard error of the gap "
+        f"base {_num(b)} -> BPO {_num(bpo)} ({_change(drop_bpo)}; standard error of the gap "
         f"{_num(chair_i_error(base, runs['bpo']))} points)",
     )
     claim(
         "... and more than SFT does",
         None if drop_bpo is None or drop_sft is None else drop_bpo > drop_sft,
-        f"BPO {_num(drop_bpo)} % lower, SFT {_num(drop_sft)} % lower (SFT {_num(sft)}; "
+        f"BPO {_change(drop_bpo)}, SFT {_change(drop_sft)} (SFT {_num(sft)}; "
         f"standard error of the BPO-SFT gap {_num(chair_i_error(runs['bpo'], runs['sft']))} points)",
     )
     qa_base, qa_bpo = qa_mean(base), qa_mean(metrics.get("bpo", {}))
