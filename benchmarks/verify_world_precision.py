@@ -27,9 +27,9 @@ from pathlib import Path
 
 from bpo_data.generate import generate
 from bpo_data.jsonl import iter_jsonl
-from bpo_data.recipe import Recipe
+from bpo_data.recipe import FilterSpec, Recipe
 from bpo_data.verify.clip import WORLD, load_scorer
-from bpo_data.verify.filters import DEFAULT_FILTERS, EvidenceThresholds, refusal
+from bpo_data.verify.filters import DEFAULT_FILTERS, refusal
 from bpo_data.verify.folder import read_evidence, verify_folder
 from bpo_data.verify.world_truth import contradictions
 from bpo_data.world.make import make_world, read_scenes, source_specs
@@ -98,7 +98,7 @@ def report(rows, filters) -> dict:
         "chosen_contradicting": sum(c for _, _, c in rows),
         "contradict_before": _pct(true, total),
         "default_filters": after(filters),
-        "sweep": {m: after([EvidenceThresholds(min_clip_margin=m)]) for m in SWEEP},
+        "sweep": {m: after([FilterSpec(min_clip_margin=m)]) for m in SWEEP},
     }
 
 
@@ -121,7 +121,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     scorer = load_scorer(args.clip_model, args.clip_pretrained)
-    filters = [EvidenceThresholds.model_validate(f) for f in DEFAULT_FILTERS]
+    filters = [FilterSpec.model_validate(f) for f in DEFAULT_FILTERS]
     model = _world_model(args.world_model)
     results: dict = defaultdict(dict)
     with tempfile.TemporaryDirectory(prefix="bpo-verify-world-") as scratch:
