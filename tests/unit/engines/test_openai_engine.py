@@ -262,7 +262,7 @@ def test_base_url_with_or_without_v1(make_engine, suffix):
 def test_key_never_leaks(make_engine, monkeypatch, caplog, capsys):
     """A hostile server echoes the Authorization header into every failure it produces."""
     monkeypatch.setenv("OPENAI_API_KEY", CANARY_KEY)
-    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="bpo_data.engines.openai_compat")  # whatever an earlier CLI set
 
     def echo_key(body: dict) -> Reply:
         kind = body["messages"][0]["content"]
@@ -350,7 +350,7 @@ POSITIONS = {
 
 def test_a_key_echoed_anywhere_in_an_error_never_leaves_the_engine(make_engine, monkeypatch, caplog, capsys):
     monkeypatch.setenv("OPENAI_API_KEY", CANARY_KEY)
-    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="bpo_data.engines.openai_compat")  # whatever an earlier CLI set
     texts = {name: build() for name, build in POSITIONS.items()}
 
     def echo(body: dict) -> Reply:
@@ -384,7 +384,7 @@ def test_a_key_echoed_in_a_reply_is_redacted_from_the_answer(make_engine, monkey
 
 def test_a_retry_after_storm_logs_each_retry_without_the_key(make_engine, monkeypatch, caplog):
     monkeypatch.setenv("OPENAI_API_KEY", CANARY_KEY)
-    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="bpo_data.engines.openai_compat")  # whatever an earlier CLI set
     said = "x" * 270 + CANARY_KEY  # straddles the old 300-character cut after "Error code: 429 - "
 
     def storm(body: dict) -> Reply:
