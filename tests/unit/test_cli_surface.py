@@ -165,6 +165,7 @@ def test_debug_lets_the_traceback_through(tmp_path):
     assert isinstance(loud.exception, ValueError) and "need 0 <= i < N" in str(loud.exception)
 
 
+@pytest.mark.slow  # a subprocess, a server or training: seconds
 @pytest.mark.timeout(60)
 def test_an_unreachable_hub_model_fails_at_once_with_the_download_command(tmp_path):
     env = {"HF_ENDPOINT": CLOSED_PORT, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "0"}

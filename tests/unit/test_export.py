@@ -315,6 +315,7 @@ def test_size_categories_follow_the_hub_buckets():
     assert labels == ["n<1K", "n<1K", "1K<n<10K", "1K<n<10K", "10K<n<100K", "100K<n<1M", "1M<n<10M"]
 
 
+@pytest.mark.slow  # a subprocess, a server or training: seconds
 def test_trl_dpo_trains_on_the_export_without_mapping(exported, smoke_model_dir, tmp_path):
     import torch
     from transformers import LlavaForConditionalGeneration, LlavaProcessor

@@ -99,6 +99,7 @@ def test_a_utf8_bom_and_leading_whitespace_are_tolerated(tmp_path: Path):
         assert [u.key for u in _read(tmp_path, tmp_path / name)] == ["src/a/0"]
 
 
+@pytest.mark.slow  # a subprocess, a server or training: seconds
 def test_json_array_is_streamed_with_bounded_memory(tmp_path: Path):
     data = tmp_path / "big.json"
     answer = "A long description of the picture. " * 70

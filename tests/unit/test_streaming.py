@@ -85,6 +85,7 @@ def test_the_server_always_has_concurrency_requests_whatever_the_write_batch(tmp
     assert all(p["generator"] == "openai:scripted" and p["rejected"] != p["chosen"] for p in pairs.values())
 
 
+@pytest.mark.slow  # a subprocess, a server or training: seconds
 def test_answers_do_not_depend_on_concurrency_or_batch(tmp_path, source):
     with scripted_server(rewriting()) as server:
         generate(openai_recipe(source, server.url, concurrency=1, inject_batch_size=1), tmp_path / "one")

@@ -169,6 +169,7 @@ def test_a_benchmark_whose_judge_replies_all_failed_has_no_score(benchmark_data,
     assert any("NO SCORE: all 4 LLaVA-Bench reviews were unparsable" in line for line in lines)
 
 
+@pytest.mark.slow  # a subprocess, a server or training: seconds
 def test_a_failed_extraction_with_the_official_prompt_suggests_the_vision_judge_variant(
     benchmark_data, model, tmp_path
 ):

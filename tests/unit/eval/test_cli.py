@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from trainer_min.eval.cli import app
@@ -23,6 +24,7 @@ def write_results(run, benchmark, metrics, **extra):
     (run / benchmark / "results.json").write_text(json.dumps(payload))
 
 
+@pytest.mark.slow  # a subprocess, a server or training: seconds
 def test_report_table_from_run_folders_beside_the_papers_rows(tmp_path):
     base = tmp_path / "base"
     capabilities = {"rec": 37.3, "ocr": 26.9, "know": 20.0, "gen": 23.7, "spat": 29.6, "math": 9.2}

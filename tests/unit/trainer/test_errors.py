@@ -185,6 +185,7 @@ def test_usage_errors_of_every_command_are_one_line(tmp_path):
         assert "Traceback" not in result.output and "Value error," not in result.output
 
 
+@pytest.mark.slow  # a subprocess, a server or training: seconds
 def test_help_and_version_on_every_command_line():
     from importlib.metadata import version
 
