@@ -371,18 +371,16 @@ def verify_and_filter_steps(recipe: Recipe) -> list[Step]:
     Checked before any work: a recipe that scores with CLIP needs open-clip-torch installed.
     """
     steps: list[Step] = []
-    if recipe.verify is not None:
+    if recipe.verify is not None:  # without it the recipe refuses evidence thresholds
+        from bpo_data.verify.filters import EvidenceFilter, needs_evidence
         from bpo_data.verify.step import Verify
 
         steps.append(Verify(_clip_loader(recipe), recipe.run.verify.batch_size, recipe.images.max_pixels))
     for spec in recipe.filters:
         if ThresholdFilter.own_thresholds(spec):
             steps.append(ThresholdFilter(spec))
-        if recipe.verify is not None:
-            from bpo_data.verify.filters import EvidenceFilter, needs_evidence
-
-            if needs_evidence(spec):
-                steps.append(EvidenceFilter(spec))
+        if recipe.verify is not None and needs_evidence(spec):
+            steps.append(EvidenceFilter(spec))
     return steps
 
 

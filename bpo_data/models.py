@@ -12,6 +12,7 @@ retries: offline, the Hub client would otherwise retry for over a minute before 
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -75,8 +76,14 @@ def _probe_hub(model_id: str) -> None:
         ) from None
 
 
+@functools.cache
 def check_model(model_id: str) -> None:
-    """Fail fast (``ModelNotFound``) when ``model_id`` cannot be loaded here; cheap and builds nothing."""
+    """Fail fast (``ModelNotFound``) when ``model_id`` cannot be loaded here; cheap and builds nothing.
+
+    A model found once is not asked about again in this process (the CLI checks before it writes
+    anything, ``generate`` checks for API callers): at most one Hub request per id. Failures are not
+    remembered, so a download made meanwhile is seen.
+    """
     if model_id == SMOKE_MODEL_ID or Path(model_id).expanduser().is_dir():
         return
     if model_id == WORLD_MODEL_ID:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,34 +49,27 @@ def default_cache_dir() -> Path:
     return Path(root) / f"smoke-llava-v{SMOKE_VERSION}"
 
 
-def build_smoke_model(out_dir: str | os.PathLike, spec: SmokeSpec = SmokeSpec()) -> Path:
-    """Build, save and return a directory loadable with ``from_pretrained`` (model + processor)."""
-    import torch
+def llava_tokenizer(texts: Iterable[str], vocab_size: int, special_tokens: Sequence[str]):
+    """A byte-level BPE trained on ``texts`` with LLaVA-1.5's special tokens and chat template.
+
+    Shared by the smoke model and the world model: deterministic for the same texts in the same order.
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import (
-        CLIPImageProcessor,
-        CLIPVisionConfig,
-        LlamaConfig,
-        LlavaForConditionalGeneration,
-        LlavaProcessor,
-        PreTrainedTokenizerFast,
-    )
+    from transformers import PreTrainedTokenizerFast
 
     from bpo_data.prompting import IMAGE_TOKEN, LLAVA_CHAT_TEMPLATE
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     bpe = Tokenizer(models.BPE(unk_token="<unk>"))
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=spec.vocab_size,
-        special_tokens=["<unk>", "<s>", "</s>", "<pad>", IMAGE_TOKEN],
+        vocab_size=vocab_size,
+        special_tokens=list(special_tokens),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    bpe.train_from_iterator(_CORPUS, trainer)
-    tokenizer = PreTrainedTokenizerFast(
+    bpe.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(
         tokenizer_object=bpe,
         bos_token="<s>",
         eos_token="</s>",
@@ -85,6 +79,24 @@ def build_smoke_model(out_dir: str | os.PathLike, spec: SmokeSpec = SmokeSpec())
         padding_side="left",
         chat_template=LLAVA_CHAT_TEMPLATE,
     )
+
+
+def build_smoke_model(out_dir: str | os.PathLike, spec: SmokeSpec = SmokeSpec()) -> Path:
+    """Build, save and return a directory loadable with ``from_pretrained`` (model + processor)."""
+    import torch
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    from bpo_data.prompting import IMAGE_TOKEN, LLAVA_CHAT_TEMPLATE
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = llava_tokenizer(_CORPUS, spec.vocab_size, ("<unk>", "<s>", "</s>", "<pad>", IMAGE_TOKEN))
     vision = CLIPVisionConfig(
         hidden_size=spec.vision_hidden,
         intermediate_size=spec.vision_hidden * 2,

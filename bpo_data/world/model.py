@@ -64,29 +64,9 @@ def world_model_dir() -> Path:
 
 def build_tokenizer(texts: Iterable[str], spec: ModelSpec = ModelSpec()):
     """A byte-level BPE trained on ``texts`` (deterministic for the same texts in the same order)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    from bpo_data.smoke_model import llava_tokenizer
 
-    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=spec.vocab_size,
-        special_tokens=list(SPECIAL_TOKENS),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    bpe.train_from_iterator(texts, trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=bpe,
-        bos_token="<s>",
-        eos_token="</s>",
-        unk_token="<unk>",
-        pad_token="<pad>",
-        extra_special_tokens={"image_token": IMAGE_TOKEN},
-        padding_side="left",
-        chat_template=LLAVA_CHAT_TEMPLATE,
-    )
+    return llava_tokenizer(texts, spec.vocab_size, SPECIAL_TOKENS)
 
 
 def build_processor(tokenizer, spec: ModelSpec = ModelSpec()):

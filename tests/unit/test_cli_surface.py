@@ -241,3 +241,26 @@ def test_push_with_the_hub_out_of_reach_is_one_line_and_leaves_the_export_as_it_
     assert result.returncode == 2
     assert "cannot reach the Hugging Face Hub to push me/bpo" in _one_error_line(result.stderr)
     assert (folder / "README.md").read_text() == card
+
+
+def test_a_model_found_once_costs_one_hub_request_per_process(monkeypatch):
+    """The CLI and generate() both check the model before writing: the Hub is asked once, not twice."""
+    from bpo_data import models
+
+    asked = []
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(models, "_cached_snapshot", lambda model_id: None)
+    monkeypatch.setattr(models, "_probe_hub", asked.append)
+    models.check_model("org/asked-once")
+    models.check_model("org/asked-once")
+    assert asked == ["org/asked-once"]
+
+    def refuse(model_id):
+        asked.append(model_id)
+        raise models.ModelNotFound(model_id)
+
+    monkeypatch.setattr(models, "_probe_hub", refuse)
+    for _ in range(2):  # a failure is not remembered: a download made meanwhile would be seen
+        with pytest.raises(models.ModelNotFound):
+            models.check_model("org/not-there")
+    assert asked == ["org/asked-once", "org/not-there", "org/not-there"]
