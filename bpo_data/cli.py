@@ -770,16 +770,17 @@ def _launch_view(job) -> Iterator[Callable[[str], None]]:
     """
     from rich.console import Group
 
-    from bpo_data.status import folder_status
+    from bpo_data.status import StatusReader, folder_status
 
     started = time.monotonic()
     done_before: list[int] = []  # what the folder held when the launch began (a rerun resumes)
+    reader = StatusReader(job.out_dir)  # each redraw parses only the lines written since the last
 
     def render():
         seconds = time.monotonic() - started
         line = f"launch {job.launch_id}: {_duration(seconds)} so far"
         try:
-            found = folder_status(job.out_dir)
+            found = folder_status(job.out_dir, reader)
         except FileNotFoundError:
             return Group(Text(f"waiting for the first of {job.num_shards} shards to start"), Text(line))
         done_before[:1] = done_before[:1] or [found.done]

@@ -20,7 +20,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bpo_data.jsonl import iter_jsonl
 from bpo_data.store import RETRYABLE_REASONS, ShardFiles, lock_is_held
 
 
@@ -111,20 +110,74 @@ class _Written:
     done: set[str] = field(default_factory=set)  # pair keys, and reject keys that are final
 
 
-def _read_written(files: ShardFiles) -> _Written:
-    written = _Written()
-    if files.pairs.exists():
-        for record in iter_jsonl(files.pairs):
-            written.pairs += 1
+def _new_lines(path: Path, offset: int) -> tuple[list[bytes], int]:
+    """The whole lines appended to ``path`` since byte ``offset``, and the offset after them.
+
+    A file shorter than ``offset`` was cut back (a torn tail repaired on resume): -1 says read it again.
+    """
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return [], 0
+    if size < offset:
+        return [], -1
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        data = handle.read(size - offset)
+    end = data.rfind(b"\n") + 1  # a line still being written is read next time, whole
+    return data[:end].splitlines(), offset + end
+
+
+def _records(lines: list[bytes]):
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:  # a torn or corrupt line, as iter_jsonl skips it
+            continue
+        if isinstance(record, dict):
+            yield record
+
+
+class StatusReader:
+    """Reads a folder's shard files incrementally: each call parses only the lines added since the last.
+
+    ``bpo-data launch`` redraws the status every few seconds while 167k pairs are written; reading
+    every file from its start each time would parse the whole folder (and every plan's key list)
+    again and again. One reader per view keeps per-file offsets, counts and plans (by mtime).
+    """
+
+    def __init__(self, out_dir: str | Path):
+        self.out_dir = Path(out_dir)
+        self._written: dict[ShardFiles, _Written] = {}
+        self._offsets: dict[Path, int] = {}
+        self._plans: dict[Path, tuple[float | None, dict | None]] = {}
+
+    def written(self, files: ShardFiles) -> _Written:
+        state = self._written.setdefault(files, _Written())
+        pairs, self._offsets[files.pairs] = _new_lines(files.pairs, self._offsets.get(files.pairs, 0))
+        rejects, self._offsets[files.rejects] = _new_lines(files.rejects, self._offsets.get(files.rejects, 0))
+        if -1 in (self._offsets[files.pairs], self._offsets[files.rejects]):
+            self._written.pop(files)
+            self._offsets.pop(files.pairs)
+            self._offsets.pop(files.rejects)
+            return self.written(files)
+        for record in _records(pairs):
+            state.pairs += 1
             if "key" in record:
-                written.done.add(record["key"])
-    if files.rejects.exists():
-        for record in iter_jsonl(files.rejects):
+                state.done.add(record["key"])
+        for record in _records(rejects):
             reason = record.get("reason", "unknown")
-            written.rejects[reason] += 1
+            state.rejects[reason] += 1
             if "key" in record and reason not in RETRYABLE_REASONS:
-                written.done.add(record["key"])
-    return written
+                state.done.add(record["key"])
+        return state
+
+    def plan(self, files: ShardFiles) -> dict | None:
+        mtime = _mtime(files.plan)
+        cached = self._plans.get(files.plan)
+        if cached is None or cached[0] != mtime:
+            cached = self._plans[files.plan] = (mtime, _read_json(files.plan))
+        return cached[1]
 
 
 def _pairs_per_s(
@@ -223,9 +276,13 @@ def _eta(shards: list[ShardStatus], done: int, total: int | None) -> float | Non
     return (total - done) / rate
 
 
-def folder_status(out_dir: str | Path) -> FolderStatus:
-    """The status of every shard of ``out_dir`` (pending ones too); the totals count each planned key once."""
+def folder_status(out_dir: str | Path, reader: StatusReader | None = None) -> FolderStatus:
+    """The status of every shard of ``out_dir`` (pending ones too); the totals count each planned key once.
+
+    Pass the same ``reader`` to repeated calls (a live view) to read only what was added since.
+    """
     out_dir = Path(out_dir)
+    reader = reader or StatusReader(out_dir)
     if not out_dir.is_dir():
         raise FileNotFoundError(f"{out_dir} is not a folder; give the --out folder of `bpo-data generate`")
     found = ShardFiles.found(out_dir)
@@ -235,9 +292,9 @@ def folder_status(out_dir: str | Path) -> FolderStatus:
             f"{out_dir} holds no shard files (pairs-i-of-N.jsonl); has `bpo-data generate` or "
             "`bpo-data launch` written there yet?"
         )
-    written = {files: _read_written(files) for files in found}
+    written = {files: reader.written(files) for files in found}
     done_set: set[str] = set().union(*(w.done for w in written.values()))
-    plans = {files: _read_json(files.plan) for files in found}
+    plans = {files: reader.plan(files) for files in found}
     shards = [_shard_status(files, plans[files], written[files], done_set) for files in found]
     started = {(s.index, s.num_shards) for s in shards}
     if num_shards is not None:

@@ -152,14 +152,18 @@ def test_status_parses_each_shard_file_once(tmp_path: Path, monkeypatch):
     with ShardStore(tmp_path, 1, 2) as store:
         store.write([_pair("src/c/0")], [Reject("src/d/0#weaken", "src", "invalid_rewrite", "same text")])
     opened: list[str] = []
-    real = store_module.iter_jsonl
+    real_lines, real_records = status_module._new_lines, store_module.iter_jsonl
 
-    def counting(path):
+    def counting_lines(path, offset):
         opened.append(Path(path).name)
-        return real(path)
+        return real_lines(path, offset)
 
-    for module in (status_module, store_module):
-        monkeypatch.setattr(module, "iter_jsonl", counting)
+    def counting_records(path):
+        opened.append(Path(path).name)
+        return real_records(path)
+
+    monkeypatch.setattr(status_module, "_new_lines", counting_lines)
+    monkeypatch.setattr(store_module, "iter_jsonl", counting_records)
     status = folder_status(tmp_path)
     assert sorted(opened) == sorted(p.name for p in tmp_path.glob("*.jsonl")) and len(opened) == 4
     assert (status.done, status.planned) == (1, 2)  # b's reject is retryable

@@ -117,3 +117,31 @@ def test_the_launch_view_shows_every_shard_live(tmp_path, monkeypatch):
     assert "shard 0/3 done" in text
     assert "1/3" in text and "2/3" in text and text.count("pending") >= 2  # the shards not started yet
     assert f"launch {job.launch_id}" in text
+
+
+def test_a_live_view_reads_only_what_was_added_and_survives_a_repaired_tail(tmp_path):
+    """One StatusReader across refreshes: appended lines count once, a half-written line waits,
+    and a file cut back (a torn tail repaired on resume) is read again from its start."""
+    import json
+
+    from bpo_data.status import StatusReader, folder_status
+
+    pairs = tmp_path / "pairs-00000-of-00001.jsonl"
+
+    def line(i: int) -> str:
+        return json.dumps({"key": f"s/{i}/0#inject"}) + "\n"
+
+    pairs.write_text(line(0) + line(1))
+    reader = StatusReader(tmp_path)
+    assert folder_status(tmp_path, reader).shards[0].pairs == 2
+    with pairs.open("a") as handle:
+        handle.write(line(2) + '{"key": "s/3/0#inj')  # the writer is mid-line
+    first = folder_status(tmp_path, reader)
+    assert first.shards[0].pairs == 3 and first.done == 3
+    with pairs.open("a") as handle:
+        handle.write('ect"}\n')
+    assert folder_status(tmp_path, reader).shards[0].pairs == 4
+    pairs.write_text(line(0))  # shorter than what was read: start again
+    again = folder_status(tmp_path, reader)
+    assert again.shards[0].pairs == 1 and again.done == 1
+    assert again.shards[0].pairs == folder_status(tmp_path).shards[0].pairs  # the same as a fresh read
