@@ -8,12 +8,15 @@
    that differ only in the noise step: *weakened* (image weakening at ``noise_step`` + error injection)
    and *self* (noise step 0: the model's own answers on the clean image, the "self-generated" ablation).
    Injection uses the ``rules`` rewriter: the world model's language model was never trained on rewrite
-   instructions, so asking it to rewrite would measure nothing. Then ``bpo_data.export.export_dataset``.
+   instructions, so asking it to rewrite would measure nothing. The weakened recipe also runs the
+   ``verify`` step with the world verifier (when ``bpo-data[verify]`` is installed), so the same pairs
+   are exported twice: as made, and through the default evidence filters (*filtered*). Then
+   ``bpo_data.export.export_dataset``.
 3. **training** — ``trainer_min.dpo`` / ``trainer_min.sft`` (stock TRL, LoRA), parsed from the same
    flags ``bpo-train dpo|sft`` take: BPO, the SFT baseline on the chosen answers, weaken-only,
-   inject-only, self-generated (weaken-only pairs at step 0), and BPO / SFT on 25 % and 50 % of the
-   pairs (Figure 8). Every run trains the same number of epochs, so a run on fewer pairs takes
-   fewer steps, as in the paper's data-size sweep.
+   inject-only, self-generated (weaken-only pairs at step 0), BPO on the filtered pairs, and BPO / SFT
+   on 25 % and 50 % of the pairs (Figure 8). Every run trains the same number of epochs, so a run on
+   fewer pairs takes fewer steps, as in the paper's data-size sweep.
 4. **evaluation** — every adapter and the base model: ``bpo_data.world.evaluate`` (CHAIRs / CHAIRi /
    recall of descriptions against the scene graphs, QA accuracy as the helpfulness proxy, the prior)
    on ``eval_clean`` and ``eval_violating``, and ``trainer_min.eval`` Object HalBench (rules extraction)
@@ -35,12 +38,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bpo_data.verify.clip import WORLD as WORLD_VERIFIER
 from bpo_data.versions import installed
 
 SOURCE_SHARES = {"sharegptv": 0.5, "llava-instruct": 0.25, "llavar": 0.25}  # descriptions carry CHAIR
 FRACTIONS = (0.25, 0.5, 1.0)
 PACKAGES = ("bpo-data", "torch", "transformers", "trl", "peft", "accelerate", "datasets")
-WEAKENED, SELF = "weakened", "self"
+WEAKENED, SELF, FILTERED = "weakened", "self", "filtered"
 RESULTS_FILE, REPORT_FILE, METRICS_FILE = "results.json", "report.md", "metrics.json"
 BASE = "base"
 
@@ -68,6 +72,7 @@ class ReproSettings:
     noise_space: str = "pixel"
     max_new_tokens: int = 128
     seed: int = 0  # pairs and training
+    verify: bool = True  # evidence by the world verifier, and BPO on the filtered pairs (bpo-data[verify])
     threads: int = (
         1  # torch threads: decoding a 5 M model is overhead-bound, and 2 threads thrash on a busy CPU
     )
@@ -95,6 +100,7 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("weaken-only", "dpo", WEAKENED, ("weaken",), about="image-weakened negatives only"),
     Variant("inject-only", "dpo", WEAKENED, ("inject",), about="error-injected negatives only"),
     Variant("self-generated", "dpo", SELF, ("weaken",), about="the model's own clean answers (noise step 0)"),
+    Variant("bpo-filtered", "dpo", FILTERED, about="BPO on the pairs the default evidence filters keep"),
     Variant("bpo-25", "dpo", WEAKENED, fraction=0.25, about="BPO on 25 % of the pairs"),
     Variant("bpo-50", "dpo", WEAKENED, fraction=0.5, about="BPO on 50 % of the pairs"),
     Variant("sft-25", "sft", WEAKENED, fraction=0.25, about="SFT on 25 % of the pairs"),
@@ -167,6 +173,9 @@ def _reproduce(
     )
     runs: dict[str, dict[str, Any]] = {}
     for variant in variants:
+        if not datasets.get(variant.pairs, {}).get("rows"):
+            say(f"train {variant.name}: skipped, it has no pairs (see the pairs stage above)")
+            continue
         runs[variant.name] = stage(
             f"train:{variant.name}",
             lambda v=variant: _train(out, v, datasets, str(model_dir), settings, epochs, say),
@@ -248,8 +257,14 @@ def model_world(model_dir: Path) -> dict[str, int]:
 # --- 2. the pairs ---------------------------------------------------------------------------------
 
 
-def recipe_for(world_dir: Path, model: str, settings: ReproSettings, noise_step: int, negatives) -> Any:
-    """The recipe of the training pairs: the world's three training sources, ``rules`` injection."""
+def recipe_for(
+    world_dir: Path, model: str, settings: ReproSettings, noise_step: int, negatives, verify: bool = False
+) -> Any:
+    """The recipe of the training pairs: the world's three training sources, ``rules`` injection.
+
+    ``verify`` adds the evidence step with the world verifier and no filter: every pair is kept and
+    carries its evidence, so the filters can be applied at export.
+    """
     from bpo_data.recipe import Recipe
     from bpo_data.world.make import source_specs
 
@@ -277,6 +292,7 @@ def recipe_for(world_dir: Path, model: str, settings: ReproSettings, noise_step:
                 "sampling": {"temperature": 0.2, "top_p": 1.0, "max_new_tokens": settings.max_new_tokens},
             },
             "inject": {"injector": "rules"},
+            "verify": {"clip_model": WORLD_VERIFIER, "clip_pretrained": None} if verify else None,
             "run": {"device": "cpu", "dtype": "float32", "weaken": {"batch_size": 32}},
         }
     )
@@ -285,14 +301,16 @@ def recipe_for(world_dir: Path, model: str, settings: ReproSettings, noise_step:
 def _pairs(
     out: Path, world_dir: Path, model: str, settings: ReproSettings, say: Callable[[str], None]
 ) -> dict[str, dict[str, Any]]:
-    """Generate and export the weakened pairs (both negative types) and the self-generated ones."""
+    """Generate and export the weakened pairs (both negative types), the self-generated ones, and the
+    weakened pairs through the default evidence filters."""
     import yaml
 
     from bpo_data.export import export_dataset
     from bpo_data.generate import generate
 
+    verify = settings.verify and _verifier_installed(say)
     plans = {
-        WEAKENED: recipe_for(world_dir, model, settings, settings.noise_step, "both"),
+        WEAKENED: recipe_for(world_dir, model, settings, settings.noise_step, "both", verify),
         SELF: recipe_for(world_dir, model, settings, 0, {"weaken": 1.0}),
     }
     made = {}
@@ -314,7 +332,42 @@ def _pairs(
             "rejects": stats.to_dict().get("generation_rejects"),
             "noise_step": recipe.weaken.noise.step,
         }
+    if verify:
+        made[FILTERED] = _filtered(out, plans[WEAKENED], say)
     return made
+
+
+def _verifier_installed(say: Callable[[str], None]) -> bool:
+    import importlib.util
+
+    if importlib.util.find_spec("open_clip") is None:
+        say(
+            "pairs: no evidence step and no filtered run: the world verifier needs open-clip-torch "
+            "(pip install 'bpo-data[verify]')"
+        )
+        return False
+    return True
+
+
+def _filtered(out: Path, recipe: Any, say: Callable[[str], None]) -> dict[str, Any]:
+    """The weakened pairs exported again through the default evidence filters (``bpo_data.verify``)."""
+    from bpo_data.export import export_dataset
+    from bpo_data.recipe import FilterSpec
+    from bpo_data.verify.filters import DEFAULT_FILTERS
+
+    filters = [FilterSpec.model_validate(f) for f in DEFAULT_FILTERS]
+    exported = out / "datasets" / FILTERED
+    stats = export_dataset([out / "pairs" / WEAKENED], exported, version=recipe.version, filters=filters)
+    rows = _rows(exported)
+    say(f"pairs ({FILTERED}): {rows} kept by {list(DEFAULT_FILTERS)}, dropped {dict(stats.filtered)}")
+    return {
+        "dir": str(exported),
+        "rows": rows,
+        "by_type": _count_types(exported),
+        "rejects": dict(stats.filtered),
+        "noise_step": recipe.weaken.noise.step,
+        "filters": list(DEFAULT_FILTERS),
+    }
 
 
 def _progress(say: Callable[[str], None], label: str) -> Callable[[int, int], None]:
@@ -604,6 +657,16 @@ def target_check(metrics: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         f"weakened {_num(weak)}, self-generated {_num(own)} (standard error of the gap "
         f"{_num(chair_i_error(runs['weaken-only'], runs['self-generated']))} points)",
     )
+    filtered = metrics.get("bpo-filtered", {})
+    kept = violating_chair_i(filtered)
+    claim(
+        "BPO on the evidence-filtered pairs does at least as well as on all of them (violating CHAIRi)",
+        None if kept is None or bpo is None else kept <= bpo,
+        f"all pairs {_num(bpo)}, filtered {_num(kept)} (QA {_num(qa_bpo)} vs {_num(qa_mean(filtered))}; "
+        f"standard error of the gap {_num(chair_i_error(runs['bpo'], filtered))} points)"
+        if kept is not None
+        else "not run: the evidence step needs open-clip-torch (pip install 'bpo-data[verify]')",
+    )
     return checks
 
 
@@ -741,6 +804,18 @@ def report_markdown(results: dict[str, Any], figures: dict[str, str]) -> str:
         "",
     ]
     lines += [f"![Figure 7]({figures['figure7']})" if "figure7" in figures else "(no run to plot)", ""]
+    lines += ["## Evidence filters — BPO on the filtered pairs vs on all of them", ""]
+    if "bpo-filtered" in metrics:
+        made = results["datasets"][FILTERED]
+        lines += [
+            _table([BASE, "bpo", "bpo-filtered"], runs, metrics),
+            "",
+            f"`bpo-filtered`: the weakened pairs through the default evidence filters {made['filters']} "
+            f"(world verifier): {made['rows']} of {results['datasets'][WEAKENED]['rows']} kept.",
+            "",
+        ]
+    else:
+        lines += ["Not run: the evidence step needs open-clip-torch (`pip install 'bpo-data[verify]'`).", ""]
     lines += ["## Figure 8 — data size: BPO vs SFT on 25 / 50 / 100 % of the pairs", ""]
     sweep_names = [n for n in ("bpo-25", "bpo-50", "bpo", "sft-25", "sft-50", "sft") if n in metrics]
     lines += [_table([BASE, *sweep_names], runs, metrics), ""]

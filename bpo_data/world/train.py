@@ -43,7 +43,7 @@ class TrainSettings:
     learning_rate: float = 2e-3
     warmup_ratio: float = 0.03
     weight_decay: float = 0.01
-    max_steps: int = 900  # > 0 overrides epochs; 900 x 16 is ~0.92 epoch of a 6,000-scene world
+    max_steps: int = 2700  # > 0 overrides epochs; 2,700 x 16 is ~2.8 epochs of a 6,000-scene world
     threads: int = 2
     spec: ModelSpec = field(default_factory=ModelSpec)
     vision: VisionSettings = field(default_factory=VisionSettings)

@@ -5,6 +5,7 @@ The smoke model stands in for the world model (its answers are noise; the wiring
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -23,7 +24,8 @@ pytestmark = pytest.mark.slow
 SETTINGS = ReproSettings(
     scenes=40, eval_scenes=4, objhal_scenes=4, units=12, steps=2, batch_size=4, max_new_tokens=24
 )
-PICKED = tuple(v for v in VARIANTS if v.name in ("bpo", "sft", "bpo-50", "weaken-only"))
+CLIP = importlib.util.find_spec("open_clip") is not None
+PICKED = tuple(v for v in VARIANTS if v.name in ("bpo", "sft", "bpo-50", "weaken-only", "bpo-filtered"))
 
 
 def _rows(dataset: Path) -> list[dict]:
@@ -107,8 +109,27 @@ def test_report_has_every_table_and_figure(repro):
     report = (out / "report.md").read_text()
     for heading in ("Table 2", "Table 3", "Table 4", "Figure 7", "Figure 8", "Timings", "Versions"):
         assert f"## {heading}" in report
-    for name in ("base", *(v.name for v in PICKED)):
+    for name in ("base", *(v.name for v in PICKED if v.name != "bpo-filtered")):
         assert f"| {name} |" in report
     assert (out / "figure7.png").read_bytes().startswith(b"\x89PNG")
     assert (out / "figure8.png").read_bytes().startswith(b"\x89PNG")
-    assert len(results["target"]) == 4 and all("measured" in t for t in results["target"])
+    assert len(results["target"]) == 5 and all("measured" in t for t in results["target"])
+    assert ("| bpo-filtered |" in report) == CLIP
+
+
+@pytest.mark.skipif(not CLIP, reason="needs open-clip-torch: pip install 'bpo-data[verify]'")
+def test_filtered_run_trains_on_exactly_the_pairs_the_default_filter_keeps(repro):
+    out, results = repro
+    every = _rows(out / "datasets" / "weakened")
+    assert all(r["clip_model"] and r["clip_model"].startswith("world-clip@") for r in every)
+
+    def kept(row: dict) -> bool:  # DEFAULT_FILTERS: min_clip_margin -0.01; unmeasured pairs are dropped
+        chosen, rejected = row["clip_chosen"], row["clip_rejected"]
+        return chosen is not None and rejected is not None and chosen - rejected >= -0.01
+
+    filtered = _rows(out / "datasets" / "filtered")
+    assert sorted(r["id"] for r in filtered) == sorted(r["id"] for r in every if kept(r))
+    made = results["datasets"]["filtered"]
+    assert made["rows"] == len(filtered) and sum(made["rejects"].values()) == len(every) - len(filtered)
+    run = Path(results["runs"]["bpo-filtered"]["dir"])
+    assert json.loads((run / "training_config.json").read_text())["data"]["rows"] == len(filtered)
