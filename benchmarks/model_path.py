@@ -2,16 +2,18 @@
 at the same batch size on the same prompts.
 
     python benchmarks/model_path.py [--units 1024] [--batch 16] [--max-new-tokens 32] [--repeats 3]
-    python benchmarks/model_path.py --recipe WORLD_RECIPE.yaml [--units 0]   # the miniature world's recipe
+    python benchmarks/model_path.py --recipe RECIPE.yaml [--units 0]   # any recipe, as it is
+    python benchmarks/model_path.py --world W [--units 200]            # the miniature world's recipe
 
 **Pipeline**: ``bpo_data.generate.generate`` in this process — reading the source, sampling, decoding
 each image, the noise view, the hf engine at ``run.weaken.batch_size`` = --batch, the writer. Its
 generated tokens are the engine's own count (``weaken generated tokens`` in the run summary).
 
-**Bare loop**: ``LlavaForConditionalGeneration.generate`` on the first --bare-units weakened prompts
-the pipeline answered (their messages, images and noise draws, read back from the pairs file), in
-batches of --batch with left padding; only the ``generate`` calls are timed (inputs are prepared
-outside the timer), so it is what the model alone can do.
+**Bare loop**: ``LlavaForConditionalGeneration.generate`` on the first --bare-units prompts the
+pipeline weakened, in the order it met them (pairs and ``weaken:identical`` rejects: their units read
+back from the sources, their noise draws from the unit keys), in batches of --batch with left
+padding; only the ``generate`` calls are timed (inputs are prepared outside the timer), so it is
+what the model alone can do.
 
 Efficiency = pipeline tokens/s ÷ bare tokens/s. It is printed over the whole ``generate`` call (model
 load included; Python imports are done before either timing) and after start-up (the time until the
@@ -19,9 +21,10 @@ first pair is written, less one bare batch), which a full run pays once.
 
 Without --recipe the source is synthetic (one-turn records, --image-size JPEGs, 640×480 by default:
 COCO-sized; the miniature world draws 96×96) and the model is the smoke model (``model: smoke``);
-with --recipe (for instance the miniature world's, once ``bpo_data/world/model/model.safetensors``
-exists) the recipe runs as it is, with --units as every source's quota when given (0: the recipe's
-own quotas).
+with --recipe the recipe runs as it is, with --units as every source's quota when given (0: the
+recipe's own quotas); --world W (a world from ``bpo-data world make``) writes the miniature world's
+recipe for W's training split first: its three sources with both negatives, the shipped world model
+weakening at step 500 (temperature 0.2, 128 new tokens), ``rules`` injection, one torch thread.
 """
 
 from __future__ import annotations
@@ -83,6 +86,37 @@ def synthetic_recipe(
     return path
 
 
+def world_recipe(world: Path, work: Path) -> Path:
+    """The miniature world's recipe over ``world``'s training split (see the module docstring)."""
+    from bpo_data.world.make import source_specs
+
+    sources = [
+        {
+            **entry,
+            "turns": "first",
+            "style": "description" if entry["format"] == "sharegptv" else "qa",
+            "negatives": "both",
+        }
+        for entry in source_specs(world / "train")
+    ]
+    recipe = {
+        "name": "world-model-path",
+        "version": "1.0.0",
+        "seed": 0,
+        "model": "world",
+        "sources": sources,
+        "weaken": {
+            "noise": {"step": 500, "space": "pixel"},
+            "sampling": {"temperature": 0.2, "top_p": 1.0, "max_new_tokens": 128},
+        },
+        "inject": {"injector": "rules"},
+        "run": {"device": "cpu", "dtype": "float32", "cpu_threads": 1},
+    }
+    path = work / "world.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
+    return path
+
+
 def run_pipeline(recipe, out: Path) -> dict:
     from bpo_data.generate import generate
 
@@ -108,39 +142,69 @@ def run_pipeline(recipe, out: Path) -> dict:
     }
 
 
-def bare_loop(model_dir: str, out: Path, seed: int, noise, units: int, batch: int, sampling) -> dict:
-    """``model.generate`` alone, timed per call, on prompts the pipeline answered."""
+def weakened_units(recipe, out: Path, units: int) -> list:
+    """The first ``units`` units the pipeline weakened, in the order it met them (its batches).
+
+    Pairs and ``weaken:identical`` rejects alike: a weakened answer equal to the truth is dropped
+    after the model wrote it, so the bare loop must generate it too, or it would time an easier mix
+    (descriptions run long, short answers are the ones that come out identical).
+    """
+    from bpo_data.generate import source_reader
+    from bpo_data.schema import Unit
+
+    weakened: set[str] = set()
+    for path in sorted(out.glob("pairs-*.jsonl")):
+        with open(path, encoding="utf-8") as handle:
+            weakened |= {r["unit_key"] for r in map(json.loads, handle) if r["negative_type"] == "weaken"}
+    for path in sorted(out.glob("rejects-*.jsonl")):
+        with open(path, encoding="utf-8") as handle:
+            weakened |= {
+                r["key"].removesuffix("#weaken")
+                for r in map(json.loads, handle)
+                if r.get("negative_type") == "weaken" and r["reason"] == "weaken:identical"
+            }
+    read = source_reader(recipe, {})
+    found = []
+    for spec in recipe.sources:
+        for unit in read(spec):
+            if isinstance(unit, Unit) and unit.key in weakened:
+                found.append(unit)
+                if len(found) == units:
+                    return found
+    return found
+
+
+def bare_loop(recipe, out: Path, units: int, batch: int) -> dict:
+    """``model.generate`` alone, timed per call, on the prompts the pipeline weakened, in its order."""
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
+    from bpo_data.models import resolve_model
     from bpo_data.prompting import llava_prompt
     from bpo_data.weaken.negatives import noise_seed
     from bpo_data.weaken.view import NoisyView
 
+    model_dir, sampling, noise = resolve_model(recipe.model), recipe.weaken.sampling, recipe.weaken.noise
     model = LlavaForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
     processor = AutoProcessor.from_pretrained(model_dir)
     processor.tokenizer.padding_side = "left"
     pad = processor.tokenizer.pad_token_id
-    records = []
-    for path in sorted(out.glob("pairs-*.jsonl")):
-        with open(path, encoding="utf-8") as handle:
-            records += [r for r in map(json.loads, handle) if r["negative_type"] == "weaken"]
-    records = records[:units]
+    chosen = weakened_units(recipe, out, units)
     kwargs = {"max_new_tokens": sampling.max_new_tokens, "pad_token_id": pad}
     if sampling.temperature > 0:
         kwargs |= {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p}
     else:
         kwargs |= {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
     seconds, tokens = 0.0, 0
-    for start in range(0, len(records), batch):
-        chunk = records[start : start + batch]
-        images = [Image.open(Path(r["image_root"]) / r["image_path"]).convert("RGB") for r in chunk]
+    for start in range(0, len(chosen), batch):
+        chunk = chosen[start : start + batch]
+        images = [Image.open(Path(u.image_root) / u.image).convert("RGB") for u in chunk]
         inputs = processor(
-            images=images, text=[llava_prompt(r["prompt"]) for r in chunk], padding=True, return_tensors="pt"
+            images=images, text=[llava_prompt(u.messages()) for u in chunk], padding=True, return_tensors="pt"
         )
         inputs["pixel_values"] = torch.stack(
             [
-                NoisyView(noise, noise_seed(r["unit_key"], seed)).pixels(px)
-                for r, px in zip(chunk, inputs["pixel_values"])
+                NoisyView(noise, noise_seed(u.key, recipe.seed)).pixels(px)
+                for u, px in zip(chunk, inputs["pixel_values"])
             ]
         )
         began = time.perf_counter()
@@ -148,7 +212,7 @@ def bare_loop(model_dir: str, out: Path, seed: int, noise, units: int, batch: in
             output = model.generate(**inputs, **kwargs)
         seconds += time.perf_counter() - began
         tokens += int((output[:, inputs["input_ids"].shape[1] :] != pad).sum())
-    return {"seconds": seconds, "tokens": tokens, "units": len(records), "batches": -(-len(records) // batch)}
+    return {"seconds": seconds, "tokens": tokens, "units": len(chosen), "batches": -(-len(chosen) // batch)}
 
 
 def main() -> None:
@@ -161,6 +225,7 @@ def main() -> None:
     parser.add_argument(
         "--units", type=int, default=1024, help="synthetic units, or every source's quota (0: keep)"
     )
+    parser.add_argument("--world", type=Path, help="a world from `bpo-data world make`: run its recipe")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=32, help="synthetic recipe only")
     parser.add_argument("--temperature", type=float, default=0.0, help="synthetic recipe only (0: greedy)")
@@ -174,7 +239,6 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from transformers.utils import logging as hf_logging
 
-    from bpo_data.models import resolve_model
     from bpo_data.recipe import load_recipe, with_settings
 
     hf_logging.disable_progress_bar()
@@ -187,6 +251,8 @@ def main() -> None:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         size = tuple(int(side) for side in args.image_size.lower().split("x"))
+        if args.world:
+            args.recipe = world_recipe(args.world, work)
         path = args.recipe or synthetic_recipe(work, args.units, args.max_new_tokens, args.temperature, size)
         recipe = with_settings(load_recipe(str(path)), weaken_batch_size=args.batch, device="cpu")
         if args.recipe and args.units:
@@ -204,15 +270,7 @@ def main() -> None:
             # Pipeline and bare loop back to back, each repeat: the machine's load changes over minutes.
             out = work / f"out-{repeat}"
             pipeline = run_pipeline(recipe, out)
-            bare = bare_loop(
-                resolve_model(recipe.model),
-                out,
-                recipe.seed,
-                recipe.weaken.noise,
-                args.bare_units,
-                args.batch,
-                recipe.weaken.sampling,
-            )
+            bare = bare_loop(recipe, out, args.bare_units, args.batch)
             rows.append(efficiency(pipeline, bare))
             row = rows[-1]
             print(

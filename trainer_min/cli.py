@@ -136,6 +136,13 @@ def world_repro(
         typer.Option(help="Seed of the pairs and training (a world made here keeps the model's seed)."),
     ] = None,
     threads: Annotated[int | None, typer.Option(min=1, help="torch threads (default 1).")] = None,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            help="Measure each pair's evidence with the world verifier and also train BPO on the pairs "
+            "the default filters keep (needs bpo-data[verify]; skipped with a note without it)."
+        ),
+    ] = True,
     quick: Annotated[bool, typer.Option(help="A few minutes: few pairs, steps and held-out scenes.")] = False,
 ) -> None:
     """The paper's claim in miniature on CPU: pairs, BPO and its ablations, evaluation, report.md."""
@@ -153,7 +160,7 @@ def world_repro(
         "seed": seed,
         "threads": threads,
     }
-    settings = replace(settings, **{k: v for k, v in given.items() if v is not None})
+    settings = replace(settings, verify=verify, **{k: v for k, v in given.items() if v is not None})
     if model == "world":
         from bpo_data.world.model import world_model_dir
 
