@@ -46,7 +46,7 @@ from bpo_data.recipe import FilterSpec
 from bpo_data.schema import features
 from bpo_data.smoke_model import SMOKE_MODEL_ID
 from bpo_data.verify.card_stats import EvidenceStats, write_figure
-from bpo_data.verify.evidence import Evidence, evidence_columns
+from bpo_data.verify.evidence import Evidence, evidence_columns, preferred
 from bpo_data.verify.filters import refusal
 from bpo_data.verify.folder import read_evidence
 
@@ -499,8 +499,10 @@ def _write_parquet(
                 if out_dir not in verified:
                     verified[out_dir] = read_evidence(out_dir, from_pairs=False)
                 inline = record.get("evidence")
-                evidence = Evidence.from_dict(inline) if isinstance(inline, dict) else None
-                evidence = evidence or verified[out_dir].get(record["key"])
+                evidence = preferred(
+                    Evidence.from_dict(inline) if isinstance(inline, dict) else None,
+                    verified[out_dir].get(record["key"]),
+                )
                 reason = _filtered(record, evidence, filters)
                 if reason is not None:
                     filtered[reason] += 1

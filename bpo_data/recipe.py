@@ -164,6 +164,7 @@ EVIDENCE_THRESHOLDS = {
     "min_clip_chosen": "clip_chosen",
     "max_clip_rejected": "clip_rejected",
     "min_objects_added": "objects_added",
+    "min_claims_added": "claims_added",
 }
 
 
@@ -190,6 +191,12 @@ class FilterSpec(_Strict):
     max_clip_rejected: float | None = Field(None, ge=-1.0, le=1.0)
     min_objects_added: int | None = Field(
         None, ge=0, description="COCO objects the rejected answer names and the chosen does not"
+    )
+    min_claims_added: int | None = Field(
+        None,
+        ge=0,
+        description="objects, colours, counts, places, sizes or sign text the rejected answer states "
+        "and neither the chosen answer nor the question does",
     )
 
     @model_validator(mode="after")

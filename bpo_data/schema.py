@@ -173,6 +173,7 @@ def features():
             # The evidence (bpo_data.verify.evidence): null for a pair that was never verified.
             "objects_added": [Value("string")],
             "objects_removed": [Value("string")],
+            "claims_added": [Value("string")],
             "clip_chosen": Value("float32"),
             "clip_rejected": Value("float32"),
             "clip_model": Value("string"),

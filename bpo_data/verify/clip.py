@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,12 +37,12 @@ from pathlib import Path
 
 from PIL import Image
 
+from bpo_data.verify.objects import NEGATION, SENTENCES
+
 DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
 WORLD = "world"
 SHORT_ANSWER_WORDS = 8
-_SENTENCES = re.compile(r"(?<=[.!?])\s+|\n+")
-_NEGATION = re.compile(r"\b(no|not|cannot|can't|nothing|none|without|never|neither|nor)\b", re.IGNORECASE)
 
 
 class VerifierUnavailable(RuntimeError):
@@ -66,13 +65,13 @@ def segments(answer: str, question: str = "") -> list[str]:
     answer = answer.strip()
     if len(answer.split()) <= SHORT_ANSWER_WORDS:
         return [f"{question.strip()} {answer}".strip() or answer]
-    return [piece.strip() for piece in _SENTENCES.split(answer) if piece.strip()]
+    return [piece.strip() for piece in SENTENCES.split(answer) if piece.strip()]
 
 
 def only_denies(answer: str) -> bool:
     """Whether every sentence of an answer holds a negation (what CLIP cannot read; see above)."""
-    sentences = [piece for piece in _SENTENCES.split(answer.strip()) if piece.strip()]
-    return bool(sentences) and all(_NEGATION.search(sentence) for sentence in sentences)
+    sentences = [piece for piece in SENTENCES.split(answer.strip()) if piece.strip()]
+    return bool(sentences) and all(NEGATION.search(sentence) for sentence in sentences)
 
 
 def world_verifier_dir() -> Path:

@@ -2,13 +2,16 @@
 
 One ``Evidence`` per pair, stored as the pair record's ``evidence`` mapping (by the pipeline's
 ``Verify`` step) or as a line ``{"key": …, "evidence": {…}}`` of ``verified-i-of-N.jsonl`` (by
-``bpo-data verify DIR`` for shards made before). Published as six flat columns (``evidence_columns``;
+``bpo-data verify DIR`` for shards made before). Published as seven flat columns (``evidence_columns``;
 their types are in ``bpo_data.schema.features``), so a user filters the dataset with
 ``ds.filter(lambda r: r["clip_chosen"] - r["clip_rejected"] > 0.02)``; pairs never verified export
 with nulls there.
 
 - ``objects_added`` / ``objects_removed``: COCO objects the rejected answer names and the chosen
   does not, and the reverse (Object HalBench's reader);
+- ``claims_added``: what the rejected answer states that neither the chosen answer nor the question
+  does — objects, colours, counts, places, sizes, sign text (``bpo_data.verify.objects.claims_added``;
+  none: the rejected answer rewords the truth);
 - ``clip_chosen`` / ``clip_rejected``: mean sentence cosine of each answer with the image
   (``bpo_data.verify.clip``; null when both answers only deny things, which CLIP cannot read) and
   ``clip_model``, the model that measured them;
@@ -24,9 +27,17 @@ from typing import Any
 
 from bpo_data.text import overlap
 from bpo_data.verify.clip import ClipScorer, ScoreRequest
-from bpo_data.verify.objects import object_diff
+from bpo_data.verify.objects import claims_added, object_diff
 
-FIELDS = ("objects_added", "objects_removed", "clip_chosen", "clip_rejected", "clip_model", "text_overlap")
+FIELDS = (
+    "objects_added",
+    "objects_removed",
+    "claims_added",
+    "clip_chosen",
+    "clip_rejected",
+    "clip_model",
+    "text_overlap",
+)
 
 
 @dataclass
@@ -37,6 +48,12 @@ class Evidence:
     clip_rejected: float | None
     clip_model: str | None
     text_overlap: float
+    claims_added: list[str] | None = None  # None in evidence measured before the field existed
+
+    @property
+    def complete(self) -> bool:
+        """Whether it holds every measure this version takes (older evidence lacks ``claims_added``)."""
+        return self.claims_added is not None
 
     @property
     def clip_margin(self) -> float | None:
@@ -91,6 +108,7 @@ def measure(
             Evidence(
                 objects_added=diff.added,
                 objects_removed=diff.removed,
+                claims_added=claims_added(pair.chosen, pair.rejected, pair.question),
                 clip_chosen=None if chosen is None else round(chosen, 6),
                 clip_rejected=None if rejected is None else round(rejected, 6),
                 clip_model=scorer.model_id if i in scores else None,
@@ -98,6 +116,12 @@ def measure(
             )
         )
     return out
+
+
+def preferred(*found: Evidence | None) -> Evidence | None:
+    """The first complete evidence of a pair, else the first there is (inline, then verified files)."""
+    present = [evidence for evidence in found if evidence is not None]
+    return next((evidence for evidence in present if evidence.complete), present[0] if present else None)
 
 
 def evidence_columns(evidence: dict[str, Any] | None) -> dict[str, Any]:

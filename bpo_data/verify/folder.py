@@ -27,7 +27,7 @@ from bpo_data.hashing import shard_of
 from bpo_data.images import ImageError, load_image
 from bpo_data.jsonl import iter_jsonl, repair_tail
 from bpo_data.verify.clip import ClipScorer
-from bpo_data.verify.evidence import Evidence, PairText, measure
+from bpo_data.verify.evidence import Evidence, PairText, measure, preferred
 
 VERIFIED_GLOB = "verified-*.jsonl"
 
@@ -65,7 +65,8 @@ def verified_file(out_dir: Path, index: int, num_shards: int) -> Path:
 
 
 def read_evidence(out_dir: str | os.PathLike, from_pairs: bool = True) -> dict[str, Evidence]:
-    """Evidence by pair key: from ``verified-*.jsonl`` files, then from pair records (first wins).
+    """Evidence by pair key: from ``verified-*.jsonl`` files, then from pair records (the first
+    complete one wins: a rerun of ``bpo-data verify`` after an upgrade adds what older evidence lacks).
 
     Export passes ``from_pairs=False``: it reads each pair record's own evidence as it streams them.
     """
@@ -74,11 +75,13 @@ def read_evidence(out_dir: str | os.PathLike, from_pairs: bool = True) -> dict[s
     for path in sorted(out_dir.glob(VERIFIED_GLOB)):
         for record in iter_jsonl(path):
             if "key" in record and isinstance(record.get("evidence"), dict):
-                found.setdefault(record["key"], Evidence.from_dict(record["evidence"]))
+                key = record["key"]
+                found[key] = preferred(found.get(key), Evidence.from_dict(record["evidence"]))
     for path in sorted(out_dir.glob("pairs-*.jsonl")) if from_pairs else ():
         for record in iter_jsonl(path):
             if isinstance(record.get("evidence"), dict):
-                found.setdefault(record["key"], Evidence.from_dict(record["evidence"]))
+                key = record["key"]
+                found[key] = preferred(found.get(key), Evidence.from_dict(record["evidence"]))
     return found
 
 
@@ -86,7 +89,8 @@ def _done(out_dir: Path, scorer: ClipScorer | None) -> set[str]:
     done: set[str] = set()
     models: set[str] = set()
     for key, evidence in read_evidence(out_dir).items():
-        done.add(key)
+        if evidence.complete:  # evidence from an older version is measured again, whole
+            done.add(key)
         if evidence.clip_model:
             models.add(evidence.clip_model)
     wanted = scorer.model_id if scorer is not None else None

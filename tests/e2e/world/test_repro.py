@@ -123,9 +123,8 @@ def test_filtered_run_trains_on_exactly_the_pairs_the_default_filter_keeps(repro
     every = _rows(out / "datasets" / "weakened")
     assert all(r["clip_model"] and r["clip_model"].startswith("world-clip@") for r in every)
 
-    def kept(row: dict) -> bool:  # DEFAULT_FILTERS: min_clip_margin -0.01; unmeasured pairs are dropped
-        chosen, rejected = row["clip_chosen"], row["clip_rejected"]
-        return chosen is not None and rejected is not None and chosen - rejected >= -0.01
+    def kept(row: dict) -> bool:  # DEFAULT_FILTERS: the rejected answer states something new
+        return len(row["claims_added"]) >= 1
 
     filtered = _rows(out / "datasets" / "filtered")
     assert sorted(r["id"] for r in filtered) == sorted(r["id"] for r in every if kept(r))

@@ -14,8 +14,8 @@ from bpo_data.verify.filters import EvidenceFilter, needs_evidence, refusal
 from bpo_data.verify.step import with_evidence
 
 
-def _evidence(chosen=0.3, rejected=0.2, added=(), removed=()) -> Evidence:
-    return Evidence(list(added), list(removed), chosen, rejected, "m", 0.9)
+def _evidence(chosen=0.3, rejected=0.2, added=(), removed=(), claims=("colour:red",)) -> Evidence:
+    return Evidence(list(added), list(removed), chosen, rejected, "m", 0.9, list(claims))
 
 
 def _work(index: int, kind: str, evidence: Evidence | None) -> Work:
@@ -67,9 +67,14 @@ def test_a_filter_for_one_negative_type_leaves_the_other_alone():
 
 
 def test_an_unmeasured_pair_is_dropped_saying_why():
-    reason, detail = refusal(Evidence([], [], None, None, None, 1.0), FilterSpec(min_clip_chosen=0.1))
+    reason, detail = refusal(Evidence([], [], None, None, None, 1.0, []), FilterSpec(min_clip_chosen=0.1))
     assert reason == "min_clip_chosen" and "image could not be read" in detail
     assert refusal(None, FilterSpec(min_objects_added=1))[0] == "min_objects_added"
+    # evidence measured before claims_added existed: the claims filter cannot vouch for it
+    older = Evidence.from_dict({"objects_added": [], "objects_removed": [], "text_overlap": 0.5})
+    assert (
+        older.claims_added is None and refusal(older, FilterSpec(min_claims_added=1))[0] == "min_claims_added"
+    )
     assert refusal(_evidence(), FilterSpec(max_text_overlap=0.5)) is None  # no evidence threshold
 
 
@@ -80,6 +85,8 @@ def test_an_unmeasured_pair_is_dropped_saying_why():
         ({"max_clip_rejected": 0.25}, _evidence(chosen=0.4, rejected=0.3), "max_clip_rejected"),
         ({"min_objects_added": 2}, _evidence(added=["cat"]), "min_objects_added"),
         ({"min_objects_added": 1, "min_clip_margin": 0.0}, _evidence(added=["cat"]), None),
+        ({"min_claims_added": 1}, _evidence(claims=()), "min_claims_added"),
+        ({"min_claims_added": 1}, _evidence(claims=["size:large"], chosen=None, rejected=None), None),
     ],
 )
 def test_refusal_names_the_threshold_missed(thresholds, evidence, reason):
@@ -100,3 +107,4 @@ def test_a_recipe_whose_filters_read_evidence_must_say_how_it_is_measured():
     with pytest.raises(ValidationError, match="verify.clip_model is null"):
         world_recipe([{"min_clip_margin": 0.0}], {"clip_model": None})
     assert world_recipe([{"min_objects_added": 1}], {"clip_model": None}).verify.clip_model is None
+    assert world_recipe([{"min_claims_added": 1}], {"clip_model": None}).verify.clip_model is None

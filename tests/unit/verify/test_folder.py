@@ -98,3 +98,26 @@ def test_a_folder_verified_with_one_model_refuses_another(world_pairs):
 def test_a_folder_without_pairs_is_refused(tmp_path):
     with pytest.raises(VerifyError, match="pairs-"):
         verify_folder(tmp_path, None)
+
+
+def test_evidence_from_before_claims_added_is_measured_again_and_the_new_line_wins(world_pairs, tmp_path):
+    from bpo_data.export import ExportError, export_dataset
+    from bpo_data.recipe import FilterSpec
+
+    keys = sorted(_pair_keys(world_pairs))
+    older = {"objects_added": [], "objects_removed": [], "text_overlap": 0.5}  # no claims_added
+    verified_file(world_pairs, 0, 1).write_text(
+        "".join(json.dumps({"key": key, "evidence": older}) + "\n" for key in keys)
+    )
+    claims = FilterSpec(min_claims_added=1)
+    with pytest.raises(ExportError, match=f"filter:min_claims_added': {len(keys)}"):
+        export_dataset([world_pairs], tmp_path / "before", version="0.1.0", filters=[claims])
+
+    summary = verify_folder(world_pairs, None)
+    assert summary.verified == len(keys) and _verified_lines(world_pairs) == Counter(dict.fromkeys(keys, 2))
+    evidence = read_evidence(world_pairs)
+    assert all(e.claims_added is not None for e in evidence.values())
+    assert verify_folder(world_pairs, None).verified == 0  # complete now: nothing left to measure
+    stats = export_dataset([world_pairs], tmp_path / "after", version="0.1.0", filters=[claims])
+    kept = sum(bool(e.claims_added) for e in evidence.values())
+    assert 0 < kept == stats.pairs < len(keys)

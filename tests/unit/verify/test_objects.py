@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bpo_data.coco_objects import coco_vocabulary
-from bpo_data.verify.objects import object_diff, objects
+from bpo_data.verify.objects import claims, claims_added, object_diff, objects
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -55,3 +55,34 @@ def test_piecewise_reading_equals_the_official_reader_on_shipped_texts():
     assert texts
     for text in texts:
         assert objects(text) == vocabulary.objects(text), text
+
+
+@pytest.mark.parametrize(
+    ("question", "chosen", "rejected", "added"),
+    [
+        # a reworded truth states nothing new: the subject comes from the question
+        ("What colour is the person?", "Brown.", "The person is brown.", []),
+        ("Where is the table?", "In the lower part of the image.", "The table is at the bottom.", []),
+        ("Which part holds the clock?", "In the centre.", "The clock is in the middle.", []),
+        # a wrong attribute, count, place, size or sign text is a new claim
+        ("What colour is the bus?", "The bus is green.", "The bus is red.", ["colour:red"]),
+        ("How many cups are there?", "Two.", "There are three cups.", ["count:3"]),
+        ("What is on the left?", "A cup.", "A dog.", ["object:dog"]),
+        ("What is on the left?", "A cup.", "A cup on the right.", ["place:right"]),
+        ("Is the bus big or small?", "The bus is small.", "The bus is large.", ["size:large"]),
+        ("What does the sign say?", "It says OPEN.", "It says CAFE.", ["text:CAFE"]),
+        # a denial claims nothing, so swapping one denied object for another adds nothing
+        ("Is there a cup?", "No, I cannot see a cup.", "No, I cannot see a bed.", []),
+        ("Describe it.", "A dog on grass.", "A dog on grass. There is no ball.", []),
+        ("Describe it.", "A dog on grass.", "A dog and a ball on grass.", ["object:sports ball"]),
+    ],
+)
+def test_claims_added_on_hand_written_pairs(question, chosen, rejected, added):
+    assert claims_added(chosen, rejected, question) == added
+
+
+def test_claims_are_normalised_kind_and_value():
+    assert claims("Two big grey buses wait in the middle of the picture; 7 is written on a sign.") == {
+        "count:2", "size:large", "colour:grey", "object:bus", "place:centre", "count:7"
+    }  # fmt: skip
+    assert claims("Three gray cars.") == claims("3 grey cars.") == {"count:3", "colour:grey", "object:car"}
