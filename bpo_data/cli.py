@@ -554,7 +554,7 @@ def export(
         typer.Option(
             "--filter",
             help="drop pairs missing a threshold, as in a recipe's filters: "
-            "'min_clip_margin=0.02' or 'min_objects_added=1,negative_type=weaken' (repeatable)",
+            "'min_claims_added=1' or 'min_clip_margin=0.02,negative_type=weaken' (repeatable)",
         ),
     ] = None,
 ) -> None:
