@@ -139,8 +139,8 @@ def world_repro(
     verify: Annotated[
         bool,
         typer.Option(
-            help="Measure each pair's evidence with the world verifier and also train BPO on the pairs "
-            "the default filters keep (needs bpo-data[verify]; skipped with a note without it)."
+            help="Measure the weakened pairs' evidence (CLIP scores too with bpo-data[verify]) and also "
+            "train BPO on the pairs the default filters keep."
         ),
     ] = True,
     quick: Annotated[bool, typer.Option(help="A few minutes: few pairs, steps and held-out scenes.")] = False,

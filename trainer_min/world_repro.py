@@ -9,9 +9,9 @@
    and *self* (noise step 0: the model's own answers on the clean image, the "self-generated" ablation).
    Injection uses the ``rules`` rewriter: the world model's language model was never trained on rewrite
    instructions, so asking it to rewrite would measure nothing. The weakened recipe also runs the
-   ``verify`` step with the world verifier (when ``bpo-data[verify]`` is installed), so the same pairs
-   are exported twice: as made, and through the default evidence filters (*filtered*). Then
-   ``bpo_data.export.export_dataset``.
+   ``verify`` step (claims and objects always; CLIP scores with the world verifier when
+   ``bpo-data[verify]`` is installed), so the same pairs are exported twice: as made, and through the
+   default evidence filters (*filtered*). Then ``bpo_data.export.export_dataset``.
 3. **training** — ``trainer_min.dpo`` / ``trainer_min.sft`` (stock TRL, LoRA), parsed from the same
    flags ``bpo-train dpo|sft`` take: BPO, the SFT baseline on the chosen answers, weaken-only,
    inject-only, self-generated (weaken-only pairs at step 0), BPO on the filtered pairs, and BPO / SFT
@@ -72,7 +72,7 @@ class ReproSettings:
     noise_space: str = "pixel"
     max_new_tokens: int = 128
     seed: int = 0  # pairs and training
-    verify: bool = True  # evidence by the world verifier, and BPO on the filtered pairs (bpo-data[verify])
+    verify: bool = True  # evidence for the weakened pairs, and BPO on the pairs the default filters keep
     threads: int = (
         1  # torch threads: decoding a 5 M model is overhead-bound, and 2 threads thrash on a busy CPU
     )
@@ -258,12 +258,18 @@ def model_world(model_dir: Path) -> dict[str, int]:
 
 
 def recipe_for(
-    world_dir: Path, model: str, settings: ReproSettings, noise_step: int, negatives, verify: bool = False
+    world_dir: Path,
+    model: str,
+    settings: ReproSettings,
+    noise_step: int,
+    negatives,
+    verify: bool = False,
+    clip: bool = False,
 ) -> Any:
     """The recipe of the training pairs: the world's three training sources, ``rules`` injection.
 
-    ``verify`` adds the evidence step with the world verifier and no filter: every pair is kept and
-    carries its evidence, so the filters can be applied at export.
+    ``verify`` adds the evidence step and no filter (every pair is kept and carries its evidence, so
+    the filters can be applied at export); ``clip`` adds CLIP scores by the world verifier to it.
     """
     from bpo_data.recipe import Recipe
     from bpo_data.world.make import source_specs
@@ -292,7 +298,9 @@ def recipe_for(
                 "sampling": {"temperature": 0.2, "top_p": 1.0, "max_new_tokens": settings.max_new_tokens},
             },
             "inject": {"injector": "rules"},
-            "verify": {"clip_model": WORLD_VERIFIER, "clip_pretrained": None} if verify else None,
+            "verify": {"clip_model": WORLD_VERIFIER if clip else None, "clip_pretrained": None}
+            if verify
+            else None,
             "run": {"device": "cpu", "dtype": "float32", "weaken": {"batch_size": 32}},
         }
     )
@@ -308,9 +316,9 @@ def _pairs(
     from bpo_data.export import export_dataset
     from bpo_data.generate import generate
 
-    verify = settings.verify and _verifier_installed(say)
+    clip = settings.verify and _clip_installed(say)
     plans = {
-        WEAKENED: recipe_for(world_dir, model, settings, settings.noise_step, "both", verify),
+        WEAKENED: recipe_for(world_dir, model, settings, settings.noise_step, "both", settings.verify, clip),
         SELF: recipe_for(world_dir, model, settings, 0, {"weaken": 1.0}),
     }
     made = {}
@@ -332,18 +340,18 @@ def _pairs(
             "rejects": stats.to_dict().get("generation_rejects"),
             "noise_step": recipe.weaken.noise.step,
         }
-    if verify:
+    if settings.verify:
         made[FILTERED] = _filtered(out, plans[WEAKENED], say)
     return made
 
 
-def _verifier_installed(say: Callable[[str], None]) -> bool:
+def _clip_installed(say: Callable[[str], None]) -> bool:
     import importlib.util
 
     if importlib.util.find_spec("open_clip") is None:
         say(
-            "pairs: no evidence step and no filtered run: the world verifier needs open-clip-torch "
-            "(pip install 'bpo-data[verify]')"
+            "pairs: evidence without CLIP scores (the world verifier needs open-clip-torch: pip install "
+            "'bpo-data[verify]'); the default filter reads claims, which need no CLIP"
         )
         return False
     return True
@@ -665,7 +673,7 @@ def target_check(metrics: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         f"all pairs {_num(bpo)}, filtered {_num(kept)} (QA {_num(qa_bpo)} vs {_num(qa_mean(filtered))}; "
         f"standard error of the gap {_num(chair_i_error(runs['bpo'], filtered))} points)"
         if kept is not None
-        else "not run: the evidence step needs open-clip-torch (pip install 'bpo-data[verify]')",
+        else "not run (--no-verify)",
     )
     return checks
 
@@ -815,7 +823,7 @@ def report_markdown(results: dict[str, Any], figures: dict[str, str]) -> str:
             "",
         ]
     else:
-        lines += ["Not run: the evidence step needs open-clip-torch (`pip install 'bpo-data[verify]'`).", ""]
+        lines += ["Not run (`--no-verify`).", ""]
     lines += ["## Figure 8 — data size: BPO vs SFT on 25 / 50 / 100 % of the pairs", ""]
     sweep_names = [n for n in ("bpo-25", "bpo-50", "bpo", "sft-25", "sft-50", "sft") if n in metrics]
     lines += [_table([BASE, *sweep_names], runs, metrics), ""]

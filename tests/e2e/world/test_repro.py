@@ -109,19 +109,19 @@ def test_report_has_every_table_and_figure(repro):
     report = (out / "report.md").read_text()
     for heading in ("Table 2", "Table 3", "Table 4", "Figure 7", "Figure 8", "Timings", "Versions"):
         assert f"## {heading}" in report
-    for name in ("base", *(v.name for v in PICKED if v.name != "bpo-filtered")):
+    for name in ("base", *(v.name for v in PICKED)):
         assert f"| {name} |" in report
     assert (out / "figure7.png").read_bytes().startswith(b"\x89PNG")
     assert (out / "figure8.png").read_bytes().startswith(b"\x89PNG")
     assert len(results["target"]) == 5 and all("measured" in t for t in results["target"])
-    assert ("| bpo-filtered |" in report) == CLIP
+    assert "| bpo-filtered |" in report
 
 
-@pytest.mark.skipif(not CLIP, reason="needs open-clip-torch: pip install 'bpo-data[verify]'")
 def test_filtered_run_trains_on_exactly_the_pairs_the_default_filter_keeps(repro):
     out, results = repro
     every = _rows(out / "datasets" / "weakened")
-    assert all(r["clip_model"] and r["clip_model"].startswith("world-clip@") for r in every)
+    assert all(r["claims_added"] is not None for r in every)
+    assert all((r["clip_model"] or "").startswith("world-clip@") == CLIP for r in every)
 
     def kept(row: dict) -> bool:  # DEFAULT_FILTERS: the rejected answer states something new
         return len(row["claims_added"]) >= 1
