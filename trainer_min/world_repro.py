@@ -232,7 +232,9 @@ def _world(
         raise FileNotFoundError(
             f"--world {world_dir} holds no world.json; make one with `bpo-data world make`"
         )
-    trained_on = model_world(Path(model_dir))
+    from bpo_data.world.model import trained_world
+
+    trained_on = trained_world(Path(model_dir))
     scenes = settings.scenes or trained_on.get("scenes")
     seed = settings.world_seed if settings.world_seed is not None else trained_on.get("seed", 0)
     if scenes is None:
@@ -241,17 +243,6 @@ def _world(
         )
     say(f"world: making {scenes} training scenes (seed {seed}) in {world_dir}")
     make_world(world_dir, scenes, seed, settings.eval_scenes, settings.objhal_scenes)
-
-
-def model_world(model_dir: Path) -> dict[str, int]:
-    """Seed and training scenes of the world a world model was trained on (from its provenance.json)."""
-    from bpo_data.world.model import PROVENANCE_FILE
-
-    path = model_dir / PROVENANCE_FILE
-    if not path.is_file():
-        return {}
-    world = json.loads(path.read_text("utf-8")).get("world", {})
-    return {"seed": world.get("seed", 0), "scenes": world.get("splits", {}).get("train", {}).get("scenes")}
 
 
 # --- 2. the pairs ---------------------------------------------------------------------------------

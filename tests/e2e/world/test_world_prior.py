@@ -15,9 +15,8 @@ from bpo_data.recipe import SamplingParams
 from bpo_data.world.evaluate import DESCRIPTION_TOKENS, load_engine, prior_rates
 from bpo_data.world.language import EVAL_DESCRIBE_PROMPT
 from bpo_data.world.make import sample_split
-from bpo_data.world.model import world_model_dir
+from bpo_data.world.model import trained_world, world_model_dir
 from bpo_data.world.scenes import draw_scene
-from trainer_min.world_repro import model_world
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +40,7 @@ def _describe(engine, scenes) -> list[str]:
 
 def test_absent_partners_are_named_next_to_their_first_object_not_elsewhere():
     engine = load_engine(world_model_dir())
-    trained = model_world(world_model_dir())  # the scenes it trained on are left out
+    trained = trained_world(world_model_dir())  # the scenes it trained on are left out
     seen = {s.signature() for s in sample_split("train", trained["scenes"], trained["seed"], ("prior",))}
     violating = sample_split("eval_violating", SCENES, SEED, ("violating",), avoid=seen)
     clean = sample_split("eval_clean", SCENES, SEED, ("prior",), avoid=seen)
