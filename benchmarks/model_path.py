@@ -23,8 +23,9 @@ Without --recipe the source is synthetic (one-turn records, --image-size JPEGs, 
 COCO-sized; the miniature world draws 96×96) and the model is the smoke model (``model: smoke``);
 with --recipe the recipe runs as it is, with --units as every source's quota when given (0: the
 recipe's own quotas); --world W (a world from ``bpo-data world make``) writes the miniature world's
-recipe for W's training split first: its three sources with both negatives, the shipped world model
-weakening at step 500 (temperature 0.2, 128 new tokens), ``rules`` injection, one torch thread.
+recipe for W's training split first: the reproduction's (``bpo-train world-repro``) weakened pairs,
+both negatives, the shipped world model weakening at step 500 (temperature 0.2, 128 new tokens),
+``rules`` injection.
 """
 
 from __future__ import annotations
@@ -87,33 +88,13 @@ def synthetic_recipe(
 
 
 def world_recipe(world: Path, work: Path) -> Path:
-    """The miniature world's recipe over ``world``'s training split (see the module docstring)."""
-    from bpo_data.world.make import source_specs
+    """The reproduction's own recipe of weakened pairs (``trainer_min.world_repro.recipe_for``) over
+    ``world``'s training split, written where --recipe would read it."""
+    from trainer_min.world_repro import ReproSettings, recipe_for
 
-    sources = [
-        {
-            **entry,
-            "turns": "first",
-            "style": "description" if entry["format"] == "sharegptv" else "qa",
-            "negatives": "both",
-        }
-        for entry in source_specs(world / "train")
-    ]
-    recipe = {
-        "name": "world-model-path",
-        "version": "1.0.0",
-        "seed": 0,
-        "model": "world",
-        "sources": sources,
-        "weaken": {
-            "noise": {"step": 500, "space": "pixel"},
-            "sampling": {"temperature": 0.2, "top_p": 1.0, "max_new_tokens": 128},
-        },
-        "inject": {"injector": "rules"},
-        "run": {"device": "cpu", "dtype": "float32", "cpu_threads": 1},
-    }
+    recipe = recipe_for(world, "world", ReproSettings(), noise_step=500, negatives="both")
     path = work / "world.yaml"
-    path.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
+    path.write_text(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
     return path
 
 
@@ -150,19 +131,18 @@ def weakened_units(recipe, out: Path, units: int) -> list:
     (descriptions run long, short answers are the ones that come out identical).
     """
     from bpo_data.generate import source_reader
-    from bpo_data.schema import Unit
+    from bpo_data.jsonl import iter_jsonl
+    from bpo_data.schema import Unit, unit_key_of
 
     weakened: set[str] = set()
     for path in sorted(out.glob("pairs-*.jsonl")):
-        with open(path, encoding="utf-8") as handle:
-            weakened |= {r["unit_key"] for r in map(json.loads, handle) if r["negative_type"] == "weaken"}
+        weakened |= {r["unit_key"] for r in iter_jsonl(path) if r["negative_type"] == "weaken"}
     for path in sorted(out.glob("rejects-*.jsonl")):
-        with open(path, encoding="utf-8") as handle:
-            weakened |= {
-                r["key"].removesuffix("#weaken")
-                for r in map(json.loads, handle)
-                if r.get("negative_type") == "weaken" and r["reason"] == "weaken:identical"
-            }
+        weakened |= {
+            unit_key_of(r["key"])
+            for r in iter_jsonl(path)
+            if r.get("negative_type") == "weaken" and r["reason"] == "weaken:identical"
+        }
     read = source_reader(recipe, {})
     found = []
     for spec in recipe.sources:

@@ -12,7 +12,6 @@ retries: offline, the Hub client would otherwise retry for over a minute before 
 
 from __future__ import annotations
 
-import functools
 import os
 from pathlib import Path
 
@@ -76,14 +75,15 @@ def _probe_hub(model_id: str) -> None:
         ) from None
 
 
-@functools.cache
-def check_model(model_id: str) -> None:
-    """Fail fast (``ModelNotFound``) when ``model_id`` cannot be loaded here; cheap and builds nothing.
+# Hub ids the Hub confirmed in this process: the CLI checks before it writes anything and generate()
+# checks for API callers, so without this an uncached id would cost two Hub requests. Only the
+# network answer is remembered: folders and the local cache are looked at again (cheap, and a folder
+# removed meanwhile must not pass), and failures are not kept (a download made meanwhile is seen).
+_FOUND_ON_HUB: set[str] = set()
 
-    A model found once is not asked about again in this process (the CLI checks before it writes
-    anything, ``generate`` checks for API callers): at most one Hub request per id. Failures are not
-    remembered, so a download made meanwhile is seen.
-    """
+
+def check_model(model_id: str) -> None:
+    """Fail fast (``ModelNotFound``) when ``model_id`` cannot be loaded here; cheap and builds nothing."""
     if model_id == SMOKE_MODEL_ID or Path(model_id).expanduser().is_dir():
         return
     if model_id == WORLD_MODEL_ID:
@@ -102,7 +102,9 @@ def check_model(model_id: str) -> None:
             f"it with `huggingface-cli download {model_id}` on a machine with a network, "
             "or give a local folder"
         )
-    _probe_hub(model_id)
+    if model_id not in _FOUND_ON_HUB:
+        _probe_hub(model_id)
+        _FOUND_ON_HUB.add(model_id)
 
 
 def resolve_model(model_id: str) -> str:

@@ -161,13 +161,11 @@ def world_repro(
         "threads": threads,
     }
     settings = replace(settings, verify=verify, **{k: v for k, v in given.items() if v is not None})
-    if model == "world":
-        from bpo_data.world.model import world_model_dir
+    from bpo_data.models import resolve_model
 
-        model_dir = world_model_dir()
-    else:
-        model_dir = Path(model)
-    results = reproduce(out, model_dir, settings, world=world, log=lambda m: typer.echo(m, err=True))
+    results = reproduce(
+        out, Path(resolve_model(model)), settings, world=world, log=lambda m: typer.echo(m, err=True)
+    )
     typer.echo(summary_table(results))
 
 

@@ -40,10 +40,10 @@ from typing import Any
 
 from bpo_data.verify.clip import WORLD as WORLD_VERIFIER
 from bpo_data.versions import installed
+from trainer_min.training import PACKAGES
 
 SOURCE_SHARES = {"sharegptv": 0.5, "llava-instruct": 0.25, "llavar": 0.25}  # descriptions carry CHAIR
 FRACTIONS = (0.25, 0.5, 1.0)
-PACKAGES = ("bpo-data", "torch", "transformers", "trl", "peft", "accelerate", "datasets")
 WEAKENED, SELF, FILTERED = "weakened", "self", "filtered"
 RESULTS_FILE, REPORT_FILE, METRICS_FILE = "results.json", "report.md", "metrics.json"
 BASE = "base"
@@ -322,15 +322,11 @@ def _pairs(
         say(f"pairs ({name}): noise step {recipe.weaken.noise.step}, {settings.units} training units")
         summary = generate(recipe, generated, progress=_progress(say, f"pairs ({name})"))
         stats = export_dataset([generated], exported, version=recipe.version)
-        rows = _rows(exported)
-        say(f"pairs ({name}): {summary.pairs_written} new, {rows} exported, rejects {dict(summary.rejects)}")
-        made[name] = {
-            "dir": str(exported),
-            "rows": rows,
-            "by_type": _count_types(exported),
-            "rejects": stats.to_dict().get("generation_rejects"),
-            "noise_step": recipe.weaken.noise.step,
-        }
+        made[name] = _dataset(exported, stats, recipe, stats.generation_rejects)
+        say(
+            f"pairs ({name}): {summary.pairs_written} new, {stats.pairs} exported, "
+            f"rejects {dict(summary.rejects)}"
+        )
     if settings.verify:
         made[FILTERED] = _filtered(out, plans[WEAKENED], say)
     return made
@@ -357,16 +353,8 @@ def _filtered(out: Path, recipe: Any, say: Callable[[str], None]) -> dict[str, A
     filters = [FilterSpec.model_validate(f) for f in DEFAULT_FILTERS]
     exported = out / "datasets" / FILTERED
     stats = export_dataset([out / "pairs" / WEAKENED], exported, version=recipe.version, filters=filters)
-    rows = _rows(exported)
-    say(f"pairs ({FILTERED}): {rows} kept by {list(DEFAULT_FILTERS)}, dropped {dict(stats.filtered)}")
-    return {
-        "dir": str(exported),
-        "rows": rows,
-        "by_type": _count_types(exported),
-        "rejects": dict(stats.filtered),
-        "noise_step": recipe.weaken.noise.step,
-        "filters": list(DEFAULT_FILTERS),
-    }
+    say(f"pairs ({FILTERED}): {stats.pairs} kept by {list(DEFAULT_FILTERS)}, dropped {dict(stats.filtered)}")
+    return {**_dataset(exported, stats, recipe, stats.filtered), "filters": list(DEFAULT_FILTERS)}
 
 
 def _progress(say: Callable[[str], None], label: str) -> Callable[[int, int], None]:
@@ -384,20 +372,19 @@ def _progress(say: Callable[[str], None], label: str) -> Callable[[int, int], No
     return hook
 
 
-def _rows(dataset_dir: Path) -> int:
-    import pyarrow.parquet as pq
-
-    return sum(pq.ParquetFile(p).metadata.num_rows for p in sorted((dataset_dir / "data").glob("*.parquet")))
-
-
-def _count_types(dataset_dir: Path) -> dict[str, int]:
-    import pyarrow.parquet as pq
-
-    counts: dict[str, int] = {}
-    for path in sorted((dataset_dir / "data").glob("*.parquet")):
-        for kind in pq.read_table(path, columns=["negative_type"]).column("negative_type").to_pylist():
-            counts[kind] = counts.get(kind, 0) + 1
-    return counts
+def _dataset(exported: Path, stats: Any, recipe: Any, rejects: dict[str, int]) -> dict[str, Any]:
+    """What the report says of an exported dataset, from the export's own stats (no second read)."""
+    by_type: dict[str, int] = {}
+    for per_type in stats.counts.values():
+        for kind, count in per_type.items():
+            by_type[kind] = by_type.get(kind, 0) + count
+    return {
+        "dir": str(exported),
+        "rows": stats.pairs,
+        "by_type": by_type,
+        "rejects": dict(rejects),
+        "noise_step": recipe.weaken.noise.step,
+    }
 
 
 # --- 3. training ----------------------------------------------------------------------------------

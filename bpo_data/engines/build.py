@@ -19,6 +19,7 @@ class Engines:
     vision: VisionEngine | None = None
     text: TextEngine | None = None
     names: dict[str, str] = field(default_factory=dict)  # "vision"/"text" → generator id recorded in pairs
+    torch_threads_before: int | None = None  # run.cpu_threads changed torch's count; close() puts it back
 
     def close(self) -> None:
         """Release models, threads and connections (the OpenAI engine runs its own event loop)."""
@@ -26,6 +27,11 @@ class Engines:
             if engine is not None:
                 engine.close()
         self.vision = self.text = None
+        if self.torch_threads_before is not None:
+            import torch
+
+            torch.set_num_threads(self.torch_threads_before)
+            self.torch_threads_before = None
 
 
 def build_engines(
@@ -44,11 +50,12 @@ def build_engines(
         if "hf" in (weaken, inject):
             from bpo_data.engines.hf import HFTextEngine, HFVisionEngine, LlavaRuntime
 
-            if run.cpu_threads is not None:
+            runtime = LlavaRuntime.load(path, run.device, run.dtype)
+            if run.cpu_threads is not None and runtime.device.type == "cpu":  # the setting is for the CPU
                 import torch
 
+                engines.torch_threads_before = torch.get_num_threads()
                 torch.set_num_threads(run.cpu_threads)
-            runtime = LlavaRuntime.load(path, run.device, run.dtype)
             if weaken == "hf":
                 engines.vision = HFVisionEngine(runtime)
             if inject == "hf":

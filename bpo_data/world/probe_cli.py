@@ -43,24 +43,22 @@ def probe_command(
     seed: Annotated[int, typer.Option(help="seed of each scene's noise draw")] = 0,
 ) -> None:
     """Figure 5: per noise step, how often the model names an absent prior partner; KL from the clean view."""
-    from bpo_data.world.model import WORLD_MODEL_ID, world_model_dir
+    from bpo_data.models import resolve_model
     from bpo_data.world.probe import FIGURE_FILE, SPACES, TABLE_FILE, probe
 
     started = time.time()
-    model_dir = world_model_dir() if model == WORLD_MODEL_ID else Path(model)
-    spaces = space or list(SPACES)
-    bad = sorted(set(spaces) - set(SPACES))
-    if bad:
-        raise typer.BadParameter(f"--space {bad[0]!r}: use pixel or features")
-    probe(
-        model_dir,
-        world,
-        out,
-        scenes=scenes,
-        steps=_steps(steps),
-        spaces=spaces,
-        seed=seed,
-        log=lambda m: typer.echo(m, err=True),
-    )
+    try:
+        probe(
+            Path(resolve_model(model)),
+            world,
+            out,
+            scenes=scenes,
+            steps=_steps(steps),
+            spaces=space or list(SPACES),
+            seed=seed,
+            log=lambda m: typer.echo(m, err=True),
+        )
+    except ValueError as err:  # an unknown --space, a world without held-out scenes
+        raise typer.BadParameter(str(err)) from None
     typer.echo((out / TABLE_FILE).read_text(encoding="utf-8"))
     typer.echo(f"wrote {out / FIGURE_FILE} in {time.time() - started:.0f}s", err=True)

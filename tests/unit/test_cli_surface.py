@@ -243,7 +243,7 @@ def test_push_with_the_hub_out_of_reach_is_one_line_and_leaves_the_export_as_it_
     assert (folder / "README.md").read_text() == card
 
 
-def test_a_model_found_once_costs_one_hub_request_per_process(monkeypatch):
+def test_a_model_found_once_costs_one_hub_request_per_process(monkeypatch, tmp_path):
     """The CLI and generate() both check the model before writing: the Hub is asked once, not twice."""
     from bpo_data import models
 
@@ -251,6 +251,7 @@ def test_a_model_found_once_costs_one_hub_request_per_process(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(models, "_cached_snapshot", lambda model_id: None)
     monkeypatch.setattr(models, "_probe_hub", asked.append)
+    monkeypatch.setattr(models, "_FOUND_ON_HUB", set())
     models.check_model("org/asked-once")
     models.check_model("org/asked-once")
     assert asked == ["org/asked-once"]
@@ -264,3 +265,10 @@ def test_a_model_found_once_costs_one_hub_request_per_process(monkeypatch):
         with pytest.raises(models.ModelNotFound):
             models.check_model("org/not-there")
     assert asked == ["org/asked-once", "org/not-there", "org/not-there"]
+
+    folder = tmp_path / "model"  # a folder is looked at each time: one removed meanwhile fails
+    folder.mkdir()
+    models.check_model(str(folder))
+    folder.rmdir()
+    with pytest.raises(models.ModelNotFound, match="no such folder"):
+        models.check_model(str(folder))

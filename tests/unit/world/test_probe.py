@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
+
+import pytest
+import torch
 
 from bpo_data.world.make import read_scenes
-from bpo_data.world.probe import FIGURE_FILE, JSON_FILE, TABLE_FILE, probe
+from bpo_data.world.probe import FIGURE_FILE, JSON_FILE, TABLE_FILE, Row, _mean_kl, probe, verdict
 
 
 def test_probe_measures_each_space_and_step(small_world, smoke_model_dir, tmp_path):
@@ -20,14 +24,43 @@ def test_probe_measures_each_space_and_step(small_world, smoke_model_dir, tmp_pa
     assert rows["pixel", 0]["signal"] == 1.0 and 0.3 < rows["pixel", 900]["signal"] < 0.4
     # the rates are read from the descriptions of prior-violating held-out scenes
     assert report["scenes"] == [s.id for s in read_scenes(world / "eval_violating")[:2]]
-    for row in rows.values():
-        assert row["partner_rate"] is None or 0.0 <= row["partner_rate"] <= 100.0
 
     table = (tmp_path / TABLE_FILE).read_text()
     assert len([line for line in table.splitlines() if line.startswith(("| pixel", "| features"))]) == 4
-    assert set(report["verdict"]) == {"pixel", "features"}
-    assert json.loads((tmp_path / JSON_FILE).read_text())["rows"] == report["rows"]
+    assert json.loads((tmp_path / JSON_FILE).read_text())["scenes"] == report["scenes"]
     assert (tmp_path / FIGURE_FILE).read_bytes().startswith(b"\x89PNG")
+
+
+def _row(space: str, step: int, rate: float | None, kl: float = 0.0) -> Row:
+    return Row(space, step, 1.0, rate, None, kl)
+
+
+def test_the_verdict_compares_the_largest_step_with_step_0_per_space():
+    said = verdict(
+        [
+            _row("pixel", 900, 40.0, 0.05),
+            _row("pixel", 0, 20.0),
+            _row("pixel", 500, 60.0),  # a peak in between does not decide it
+            _row("features", 0, 30.0),
+            _row("features", 900, 30.0),
+            _row("other", 0, None),
+            _row("other", 900, 10.0),
+        ]
+    )
+    assert said["pixel"].startswith("the prior grew with noise") and "(+20.0 points)" in said["pixel"]
+    assert said["features"].startswith("the prior did not grow") and "(+0.0 points)" in said["features"]
+    assert said["other"].startswith("not measurable")
+
+
+def test_kl_is_zero_for_the_same_law_and_matches_the_closed_form():
+    clean = torch.log(torch.tensor([[0.5, 0.5], [0.9, 0.1]]))
+    noisy = torch.log(torch.tensor([[0.5, 0.5], [0.5, 0.5]]))
+    expected = (0.0 + (0.9 * math.log(0.9 / 0.5) + 0.1 * math.log(0.1 / 0.5))) / 2
+    assert _mean_kl([clean], [clean], [[1, 2]]) == 0.0
+    assert _mean_kl([clean], [noisy], [[1, 2]]) == pytest.approx(expected)
+    assert _mean_kl([clean, clean], [noisy, noisy], [[1, 2], []]) == pytest.approx(
+        expected
+    )  # no answer: skipped
 
 
 def test_the_cli_default_steps_are_the_probes():
