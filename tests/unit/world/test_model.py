@@ -128,7 +128,7 @@ def test_shipped_model_describes_what_the_picture_shows(sample_descriptions):
 def test_shipped_model_answers_a_colour_question_with_a_colour(world_engine):
     from bpo_data.engines.base import VisionRequest
     from bpo_data.recipe import SamplingParams
-    from bpo_data.world.evaluate import read_qa
+    from bpo_data.world.evaluate import qa_correct, read_qa
 
     items = [q for q in read_qa(SAMPLE) if q["type"] == "colour"]
     scenes = {s.id: s for s in read_scenes(SAMPLE)}
@@ -145,3 +145,6 @@ def test_shipped_model_answers_a_colour_question_with_a_colour(world_engine):
     )
     answers = [set((r.text or "").lower().replace(".", " ").split()) for r in results]
     assert all(words & set(WORLD.colours) for words in answers), [r.text for r in results]
+    # and mostly the right colour: read off the picture, not the class's typical colour
+    right = [qa_correct(q, r.text or "") for q, r in zip(items, results)]
+    assert sum(right) >= 0.6 * len(right), [(q["expected"], r.text) for q, r in zip(items, results)]
