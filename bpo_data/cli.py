@@ -664,6 +664,14 @@ def launch(
     trust_image_dir: TrustImageDirOption = None,
     strict: Annotated[bool, typer.Option(help="stop a shard at its first bad record")] = False,
     gpus_per_shard: Annotated[int, typer.Option(min=0, help="GPUs each shard gets; 0 = CPU only")] = 1,
+    cpu_workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="local without GPUs: shards at once [default: the cores over the recipe's run.cpu_threads, "
+            "else 1]",
+        ),
+    ] = None,
     max_retries: Annotated[
         int, typer.Option(min=0, help="local and ray: reruns of a failed shard (each resumes per record)")
     ] = 2,
@@ -689,6 +697,7 @@ def launch(
     from bpo_data.launch import (
         LaunchError,
         SlurmOptions,
+        default_cpu_workers,
         make_job,
         submit_slurm,
         write_slurm_script,
@@ -745,6 +754,7 @@ def launch(
                 max_retries=max_retries,
                 ray_address=ray_address,
                 report=report,
+                cpu_workers=cpu_workers or default_cpu_workers(spec.run.cpu_threads),
             )
     _print_launch_table(job, outcomes)
     failed = [o for o in outcomes if not o.ok]

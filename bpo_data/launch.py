@@ -241,10 +241,11 @@ def visible_gpus() -> list[str]:
     return [str(i) for i in range(torch.cuda.device_count())]
 
 
-def gpu_slots(gpus: list[str], gpus_per_shard: int) -> list[str | None]:
-    """Groups of ``gpus_per_shard`` GPUs, one concurrent shard each; ``[None]`` = one shard at a time."""
+def gpu_slots(gpus: list[str], gpus_per_shard: int, cpu_workers: int = 1) -> list[str | None]:
+    """Groups of ``gpus_per_shard`` GPUs, one concurrent shard each; without GPUs, ``cpu_workers``
+    slots of ``None`` (shards on the CPU, that many at a time)."""
     if gpus_per_shard == 0 or not gpus:
-        return [None]
+        return [None] * cpu_workers
     if len(gpus) < gpus_per_shard:
         raise LaunchError(
             f"--gpus-per-shard {gpus_per_shard} but only {len(gpus)} GPU(s) are visible ({','.join(gpus)}); "
@@ -254,6 +255,14 @@ def gpu_slots(gpus: list[str], gpus_per_shard: int) -> list[str | None]:
         ",".join(gpus[start : start + gpus_per_shard])
         for start in range(0, len(gpus) - gpus_per_shard + 1, gpus_per_shard)
     ]
+
+
+def default_cpu_workers(cpu_threads: int | None, cores: int | None = None) -> int:
+    """How many CPU shards fit this machine at once: its cores over the threads each shard's torch
+    uses (``run.cpu_threads``); one when that is unset, as torch then takes every core itself."""
+    if not cpu_threads:
+        return 1
+    return max(1, (cores or os.cpu_count() or 1) // cpu_threads)
 
 
 def run_local(
@@ -457,11 +466,16 @@ def launch(
     max_retries: int = 2,
     ray_address: str | None = None,
     report: Callable[[str], None] = print,
+    cpu_workers: int = 1,
 ) -> list[ShardOutcome]:
-    """Run every shard of ``job`` (``make_job``) locally or on Ray and wait; rerun to resume."""
+    """Run every shard of ``job`` (``make_job``) locally or on Ray and wait; rerun to resume.
+
+    ``cpu_workers``: local shards run at once when no GPU is used (``default_cpu_workers``).
+    """
     job.save()
     if executor == "local":
-        return run_local(job, gpu_slots(visible_gpus(), gpus_per_shard), max_retries, report=report)
+        gpus = visible_gpus() if gpus_per_shard else []
+        return run_local(job, gpu_slots(gpus, gpus_per_shard, cpu_workers), max_retries, report=report)
     if executor == "ray":
         return run_ray(job, gpus_per_shard, max_retries, ray_address, report=report)
     raise LaunchError(f"executor {executor!r}: use 'local' or 'ray' (Slurm: write_slurm_script)")
