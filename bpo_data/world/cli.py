@@ -93,7 +93,11 @@ def train(
         int | None, typer.Option(help="stage-2 steps; > 0 overrides --epochs [default: 2700]")
     ] = None,
     vision_steps: Annotated[
-        int | None, typer.Option(min=1, help="stage-1 steps, the vision tower's pre-training [default: 200]")
+        int | None, typer.Option(min=1, help="stage-1 steps, the vision tower's pre-training [default: 300]")
+    ] = None,
+    vision_pictures: Annotated[
+        int | None,
+        typer.Option(min=1, help="colour-balanced pictures drawn for stage 1 [default: 12000]"),
     ] = None,
     threads: Annotated[int, typer.Option(min=1, help="CPU threads for torch")] = 2,
     eval_limit: Annotated[
@@ -116,10 +120,11 @@ def train(
             _say(f"making a world of {scenes} training scenes (seed {seed})")
             make_world(world, scenes, seed)
         given = {"epochs": epochs, "max_steps": max_steps}
+        vision = {"steps": vision_steps, "pictures": vision_pictures}
         settings = TrainSettings(
             seed=seed,
             threads=threads,
-            vision=VisionSettings(**({} if vision_steps is None else {"steps": vision_steps})),
+            vision=VisionSettings(**{key: value for key, value in vision.items() if value is not None}),
             **{key: value for key, value in given.items() if value is not None},
         )
         provenance = train_world_model(world, out, settings, log=_say)

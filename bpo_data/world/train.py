@@ -28,7 +28,13 @@ from transformers import Trainer, TrainingArguments
 from bpo_data.prompting import IMAGE_TOKEN, llava_prompt, strip_image_marker
 from bpo_data.world.make import SOURCE_FILES, read_scenes, scene_image
 from bpo_data.world.model import PROVENANCE_FILE, ModelSpec, build_model, build_processor, build_tokenizer
-from bpo_data.world.vision import VISION_FEATURE_LAYER, VisionSettings, pretrain_vision_tower
+from bpo_data.world.scenes import draw_scene
+from bpo_data.world.vision import (
+    VISION_FEATURE_LAYER,
+    VisionSettings,
+    pretrain_vision_tower,
+    pretraining_scenes,
+)
 
 IGNORE = -100
 
@@ -162,13 +168,17 @@ class Collator:
         }
 
 
-def picture_pixels(processor, paths: list[Path], chunk: int = 512) -> torch.Tensor:
-    """The pictures as the model's own processor normalises them (float16 to halve the memory)."""
+def picture_pixels(processor, pictures: list[Path] | list[Image.Image], chunk: int = 512) -> torch.Tensor:
+    """The pictures (files or drawn images) as the model's own processor normalises them (float16
+    to halve the memory)."""
     parts = []
-    for start in range(0, len(paths), chunk):
+    for start in range(0, len(pictures), chunk):
         images = []
-        for path in paths[start : start + chunk]:
-            with Image.open(path) as image:
+        for picture in pictures[start : start + chunk]:
+            if isinstance(picture, Image.Image):
+                images.append(picture)
+                continue
+            with Image.open(picture) as image:
                 images.append(image.convert("RGB"))
         parts.append(processor.image_processor(images, return_tensors="pt")["pixel_values"].half())
     return torch.cat(parts)
@@ -238,24 +248,40 @@ def train_world_model(
         f"world model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters; "
         f"{len(dataset)} examples from {len(dataset.images)} pictures"
     )
-    scenes, held_out = read_scenes(world_dir / "train"), read_scenes(world_dir / "eval_clean")[:256]
-    pixels = picture_pixels(processor, [scene_image(world_dir / "train", s) for s in scenes])
-    held_out_pixels = picture_pixels(processor, [scene_image(world_dir / "eval_clean", s) for s in held_out])
+    held_out = {split: read_scenes(world_dir / split)[:256] for split in ("eval_clean", "eval_violating")}
+    held_out_pixels = {
+        split: picture_pixels(processor, [scene_image(world_dir / split, s) for s in scenes])
+        for split, scenes in held_out.items()
+    }
+    pretraining = pretraining_scenes(settings.vision.pictures, settings.seed)
     with tempfile.TemporaryDirectory(prefix="bpo-world-trainer-") as scratch:
-        log(f"stage 1: the vision tower learns to read each cell ({settings.vision.steps} steps)")
+        log(
+            f"stage 1: the vision tower learns to read each cell "
+            f"({settings.vision.steps} steps on {len(pretraining)} colour-balanced pictures)"
+        )
         stage1 = pretrain_vision_tower(
-            scenes,
-            pixels,
+            pretraining,
+            picture_pixels(processor, [draw_scene(s) for s in pretraining]),
             model.model.vision_tower,
             settings.vision,
             settings.seed,
-            held_out,
-            held_out_pixels,
+            held_out["eval_clean"],
+            held_out_pixels["eval_clean"],
             scratch,
+            violating=held_out["eval_violating"],
+            violating_pixels=held_out_pixels["eval_violating"],
         )
         accuracy = stage1["held_out_accuracy"]
         log("stage 1 held-out accuracy: " + ", ".join(f"{k} {v:.3f}" for k, v in accuracy.items()))
-        centre_projector(model, pixels)
+        log(
+            "stage 1 class accuracy by colour (typical / atypical / no typical colour): "
+            + "; ".join(
+                f"{split} " + " / ".join("-" if v is None else f"{v:.3f}" for v in groups.values())
+                for split, groups in stage1["class_accuracy_by_colour"].items()
+            )
+        )
+        train_pictures = [scene_image(world_dir / "train", s) for s in read_scenes(world_dir / "train")]
+        centre_projector(model, picture_pixels(processor, train_pictures))
         frozen = freeze_vision_tower(model)
         log(
             f"stage 2: projector and language model on {len(dataset)} examples "

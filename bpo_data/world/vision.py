@@ -11,6 +11,15 @@ colour, count and size, and in a corner the sign's text; the scene's setting is 
 of the patches. Labels are per cell and independent of each other, so the tower learns no
 co-occurrence: the language prior is learned later, from the training text alone.
 
+Nor does it learn the world's colour statistics. A real CLIP is pre-trained on far more than
+the instruction data: it has seen purple dogs. So stage 1 reads its own colour-balanced pictures
+(``pretraining_params``: every class in each of its colours alike, drawn from the seeded split
+``pretrain``), not the training split, where 80 % of buses are yellow. Trained on the training
+split instead (200 steps), the tower read the class of an atypically coloured object right 74 % of
+the time on held-out violating scenes against 99.5 % for typically coloured ones: a visual
+"yellow means bus" that no training of the language model can undo, and that drowned the language
+prior BPO is about in recognition errors. On the balanced pictures (300 steps): 98.7 % and 98.4 %.
+
 A penalty keeps the features' root-mean-square near 1, so the unit-variance ε of the feature-space
 noise in ``bpo_data.weaken`` is on the scale of the features, as it is for a real CLIP's.
 """
@@ -18,23 +27,41 @@ noise in ``bpo_data.weaken`` is on the scale of the features, as it is for a rea
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 
 from bpo_data.world.params import WORLD, WorldParams
-from bpo_data.world.scenes import Scene, cell_centre
+from bpo_data.world.scenes import Scene, cell_centre, sample_scene
 
 VISION_FEATURE_LAYER = -2
 
 
+PRETRAIN_SPLIT = "pretrain"
+
+
 @dataclass(frozen=True)
 class VisionSettings:
-    steps: int = 200
+    steps: int = 300  # at 600 the cells read perfectly, yet the language model then never learned the signs
+    pictures: int = 12000  # colour-balanced pre-training pictures (split ``pretrain``)
     batch_size: int = 64
     learning_rate: float = 3e-3
     rms_weight: float = 0.1  # weight of the (feature RMS - 1)^2 penalty
+
+
+def pretraining_params(params: WorldParams = WORLD) -> WorldParams:
+    """``params`` without typical colours: each class comes in each of its colours alike."""
+    return replace(params, classes=tuple(replace(c, typical=None, typical_rate=0.0) for c in params.classes))
+
+
+def pretraining_scenes(count: int, seed: int, params: WorldParams = WORLD) -> list[Scene]:
+    """The stage-1 scenes: seeded, colour-balanced, in a split of their own."""
+    balanced = pretraining_params(params)
+    return [
+        sample_scene(seed, PRETRAIN_SPLIT, index, f"{PRETRAIN_SPLIT}-{index}", params=balanced)
+        for index in range(count)
+    ]
 
 
 def cell_index(place: str, params: WorldParams = WORLD) -> int:
@@ -126,10 +153,13 @@ def pretrain_vision_tower(
     held_out_pixels: torch.Tensor,
     work_dir: str,
     params: WorldParams = WORLD,
+    violating: Sequence[Scene] = (),
+    violating_pixels: torch.Tensor | None = None,
 ) -> dict:
     """Train ``tower`` (a ``CLIPVisionModel``, in place) on the scenes' pictures ``pixels``.
 
-    Returns the training loss and each head's accuracy on the ``held_out`` scenes' pictures.
+    Returns the training loss, each head's accuracy on the ``held_out`` scenes' pictures, and the
+    class head's accuracy by colour on those and on the ``violating`` ones (atypical colours).
     """
     from transformers import Trainer, TrainingArguments
 
@@ -158,7 +188,34 @@ def pretrain_vision_tower(
     result = Trainer(model=reader, args=args, train_dataset=dataset).train()
     reader.eval()
     accuracy = head_accuracy(reader, held_out_pixels, [labels.of(s) for s in held_out])
-    return {"loss": result.training_loss, "steps": result.global_step, "held_out_accuracy": accuracy}
+    by_colour = {"held_out": class_accuracy_by_colour(reader, held_out_pixels, held_out, labels)}
+    if violating_pixels is not None:
+        by_colour["violating"] = class_accuracy_by_colour(reader, violating_pixels, violating, labels)
+    return {
+        "loss": result.training_loss,
+        "steps": result.global_step,
+        "pictures": len(scenes),
+        "held_out_accuracy": accuracy,
+        "class_accuracy_by_colour": by_colour,
+    }
+
+
+def class_accuracy_by_colour(
+    reader: DenseReader, pixels: torch.Tensor, scenes: Sequence[Scene], labels: Labels
+) -> dict[str, float | None]:
+    """The class head's accuracy on objects in their class's typical colour, in another colour, and
+    of classes without a typical colour (None where a group is empty): a tower that learned the
+    world's colour statistics reads the second group worse."""
+    with torch.inference_mode():
+        predicted = reader.heads["cls"](reader.features(pixels.float())).argmax(-1)
+    tally = {"typical": [0, 0], "atypical": [0, 0], "no_typical": [0, 0]}
+    for scene, cells in zip(scenes, predicted):
+        for obj in scene.objects:
+            typical = labels.params.cls(obj.cls).typical
+            group = "no_typical" if typical is None else "typical" if obj.colour == typical else "atypical"
+            tally[group][0] += int(cells[cell_index(obj.position, labels.params)] == labels.classes[obj.cls])
+            tally[group][1] += 1
+    return {group: (right / total if total else None) for group, (right, total) in tally.items()}
 
 
 def head_accuracy(reader: DenseReader, pixels: torch.Tensor, targets: list[dict[str, torch.Tensor]]) -> dict:

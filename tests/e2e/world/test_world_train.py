@@ -33,6 +33,8 @@ def test_make_train_evaluate(tmp_path):
             "4",
             "--vision-steps",
             "3",
+            "--vision-pictures",
+            "20",
             "--threads",
             "1",
             "--eval-limit",
@@ -44,7 +46,10 @@ def test_make_train_evaluate(tmp_path):
 
     provenance = json.loads((model / PROVENANCE_FILE).read_text())
     assert provenance["steps"] == 4 and provenance["world"]["seed"] == 0
-    assert provenance["stage1"]["steps"] == 3
+    assert provenance["stage1"]["steps"] == 3 and provenance["stage1"]["pictures"] == 20
+    by_colour = provenance["stage1"]["class_accuracy_by_colour"]
+    assert by_colour["violating"]["typical"] is None  # a violating scene has no typically coloured object
+    assert by_colour["violating"]["atypical"] is not None
     assert set(provenance["stage1"]["held_out_accuracy"]) >= {"cls", "colour", "count", "sign", "setting"}
     assert provenance["world"]["params"]["pairs"]["dog"] == "sports ball"
     report = json.loads((model / EVALUATION_FILE).read_text())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import io
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from bpo_data.world.make import prior_stats, sample_split
 from bpo_data.world.params import WORLD
 from bpo_data.world.scenes import Scene, draw_scene, sample_scene
+from bpo_data.world.vision import PRETRAIN_SPLIT, pretraining_scenes
 
 
 def _png(scene: Scene) -> bytes:
@@ -68,3 +70,21 @@ def test_violating_scenes_break_the_prior():
         for obj in scene.objects:
             assert WORLD.cls(obj.cls).typical != obj.colour
     assert firsts == set(WORLD.pairs)
+
+
+def test_vision_pretraining_pictures_carry_no_colour_prior():
+    scenes = pretraining_scenes(3000, 0)
+    assert [s.to_dict() for s in scenes[:50]] == [s.to_dict() for s in pretraining_scenes(50, 0)]
+    assert {s.split for s in scenes} == {PRETRAIN_SPLIT}
+    colours = collections.defaultdict(collections.Counter)
+    for scene in scenes:
+        for obj in scene.objects:
+            colours[obj.cls][obj.colour] += 1
+    for spec in WORLD.classes:
+        if spec.typical is None:
+            continue
+        seen = colours[spec.name]
+        assert set(seen) == set(spec.colours), spec.name
+        # the world's training scenes show the typical colour at typical_rate (60-90 %)
+        share = seen[spec.typical] / sum(seen.values())
+        assert share == pytest.approx(1 / len(spec.colours), abs=0.08), spec.name
