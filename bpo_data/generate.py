@@ -350,12 +350,14 @@ def run_shard(recipe: Recipe, options: GenerateOptions, progress: ProgressHook |
             *options.steps,
             writer,
         ]
+        finished = summary.already_done == summary.pairs_planned
         try:
-            run_steps(steps)
+            if not finished:  # a finished shard's rerun reads its sources once, to plan, not twice
+                run_steps(steps)
         finally:
             if engines is not None:
                 engines.close()
-        summary.units_seen = sample.stats["units"]
+        summary.units_seen = len(plan.chosen) if finished else sample.stats["units"]
         summary.pairs_written = writer.stats["pairs"]
         summary.rejects = Counter({k: v for k, v in writer.stats.items() if k != "pairs"})
         summary.reject_examples = dict(writer.examples)
