@@ -36,9 +36,7 @@ from bpo_data.world.params import WORLD, WorldParams
 from bpo_data.world.scenes import Scene, cell_centre, sample_scene
 
 VISION_FEATURE_LAYER = -2
-
-
-PRETRAIN_SPLIT = "pretrain"
+PRETRAIN_SPLIT = "pretrain"  # the seeded split stage 1 draws its pictures from
 
 
 @dataclass(frozen=True)
