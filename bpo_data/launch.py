@@ -257,12 +257,19 @@ def gpu_slots(gpus: list[str], gpus_per_shard: int, cpu_workers: int = 1) -> lis
     ]
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: a Slurm or container allocation, not the whole node."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def default_cpu_workers(cpu_threads: int | None, cores: int | None = None) -> int:
-    """How many CPU shards fit this machine at once: its cores over the threads each shard's torch
-    uses (``run.cpu_threads``); one when that is unset, as torch then takes every core itself."""
+    """How many CPU shards fit at once: the usable cores over the threads each shard's torch uses
+    (``run.cpu_threads``); one when that is unset, as torch then takes every core itself."""
     if not cpu_threads:
         return 1
-    return max(1, (cores or os.cpu_count() or 1) // cpu_threads)
+    return max(1, (cores or usable_cores()) // cpu_threads)
 
 
 def run_local(

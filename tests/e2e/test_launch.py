@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -191,18 +190,14 @@ def test_local_launch_names_failed_shards_and_resharding_generates_nothing_twice
     assert sorted(load_dataset(str(tmp_path / "dataset"))["train"]["id"]) == job["clean_pairs"]
 
 
-def _attempt_start(log: Path) -> float:
-    header = next(line for line in log.read_text().splitlines() if line.startswith("=== bpo-data-attempt"))
-    return datetime.fromisoformat(header.split(" at ")[1].split()[0]).timestamp()
-
-
 @pytest.mark.slow
 def test_local_launch_without_gpus_runs_cpu_workers_shards_at_once(tmp_path, job):
     env = dict(job["env"], CUDA_VISIBLE_DEVICES="")
     out = tmp_path / "out"
     args = ["launch", "--recipe", str(job["recipe"]), "--out", str(out), "-n", "2", "--cpu-workers", "2"]
     _cli(*args, env=env)
-    started = [_attempt_start(out / "logs" / f"shard-{i:05d}-of-00002.log") for i in range(2)]
+    # each shard's plan records when it began work (time.time()); its summary is written when it ends
+    started = [json.loads((out / f"plan-{i:05d}-of-00002.json").read_text())["started_at"] for i in range(2)]
     finished = [(out / f"summary-{i:05d}-of-00002.json").stat().st_mtime for i in range(2)]
     # one at a time, the second shard would start only after the first wrote its summary
     assert started[1] < finished[0] and started[0] < finished[1]
@@ -214,6 +209,12 @@ def test_cpu_workers_default_to_the_cores_over_each_shards_threads():
     assert default_cpu_workers(4, cores=16) == 4
     assert default_cpu_workers(32, cores=16) == 1
     assert default_cpu_workers(None, cores=16) == 1  # torch takes every core of an unset shard itself
+    # the cores this process may use (taskset, a Slurm allocation), not the node's
+    code = "from bpo_data.launch import default_cpu_workers; print(default_cpu_workers(1))"
+    pinned = subprocess.run(
+        ["taskset", "-c", "0", sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert pinned.returncode == 0 and pinned.stdout.strip() == "1", pinned.stderr
     assert gpu_slots([], 1, cpu_workers=3) == [None, None, None]
     assert gpu_slots(["0", "1"], 0, cpu_workers=2) == [None, None]
     assert gpu_slots(["0", "1", "2"], 1, cpu_workers=5) == ["0", "1", "2"]
