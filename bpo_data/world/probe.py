@@ -37,6 +37,12 @@ from bpo_data.world.scenes import Scene
 
 DEFAULT_STEPS = tuple(range(0, 1000, 100))
 SPACES = ("pixel", "features")
+
+
+class ProbeInputError(ValueError):
+    """What the probe was given cannot be probed (no held-out scenes, an unknown noise space)."""
+
+
 KL_TOKENS = 8  # answer positions compared: the prior shows first in what the answer starts to name
 TABLE_FILE, JSON_FILE, FIGURE_FILE = "figure5.md", "figure5.json", "figure5.png"
 
@@ -93,10 +99,12 @@ def _probe(
     split = world / "eval_violating"
     chosen = read_scenes(split)[:scenes]
     if not chosen:
-        raise ValueError(f"{split} holds no scenes; make the world with `bpo-data world make --out {world}`")
+        raise ProbeInputError(
+            f"{split} holds no scenes; make the world with `bpo-data world make --out {world}`"
+        )
     unknown = sorted(set(spaces) - set(SPACES))
     if unknown:
-        raise ValueError(f"unknown noise space {unknown}; use pixel and/or features")
+        raise ProbeInputError(f"unknown noise space {unknown}; use pixel and/or features")
     engine = load_engine(model_dir)
     runtime = engine.runtime
     images = [_open(scene_image(split, s)) for s in chosen]

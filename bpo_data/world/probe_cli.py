@@ -44,7 +44,7 @@ def probe_command(
 ) -> None:
     """Figure 5: per noise step, how often the model names an absent prior partner; KL from the clean view."""
     from bpo_data.models import resolve_model
-    from bpo_data.world.probe import FIGURE_FILE, SPACES, TABLE_FILE, probe
+    from bpo_data.world.probe import FIGURE_FILE, SPACES, TABLE_FILE, ProbeInputError, probe
 
     started = time.time()
     try:
@@ -58,7 +58,7 @@ def probe_command(
             seed=seed,
             log=lambda m: typer.echo(m, err=True),
         )
-    except ValueError as err:  # an unknown --space, a world without held-out scenes
+    except ProbeInputError as err:  # an unknown --space, no held-out scenes; not an error mid-run
         raise typer.BadParameter(str(err)) from None
     typer.echo((out / TABLE_FILE).read_text(encoding="utf-8"))
     typer.echo(f"wrote {out / FIGURE_FILE} in {time.time() - started:.0f}s", err=True)

@@ -68,3 +68,25 @@ def test_the_cli_default_steps_are_the_probes():
     from bpo_data.world.probe_cli import STEPS_FLAG_DEFAULT
 
     assert STEPS_FLAG_DEFAULT == ",".join(map(str, DEFAULT_STEPS))
+
+
+def test_bad_input_is_a_usage_error_and_a_failure_mid_run_is_not(
+    small_world, smoke_model_dir, tmp_path, monkeypatch
+):
+    from typer.testing import CliRunner
+
+    from bpo_data.world import probe as probe_module
+    from bpo_data.world.cli import world_app
+
+    world, _ = small_world
+    args = ["probe", "--world", str(world), "--out", str(tmp_path / "p"), "--scenes", "2"]
+    args += ["--model", str(smoke_model_dir)]
+    bad = CliRunner().invoke(world_app, [*args, "--space", "colour"])
+    assert bad.exit_code == 2 and "unknown noise space ['colour']" in bad.output
+
+    def broken(*_args, **_kwargs):  # a ValueError from deep inside a run is a bug to see, not bad usage
+        raise ValueError("shapes do not match")
+
+    monkeypatch.setattr(probe_module, "load_engine", broken)
+    failed = CliRunner().invoke(world_app, args)
+    assert failed.exit_code == 1 and isinstance(failed.exception, ValueError)
