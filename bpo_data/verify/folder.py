@@ -72,14 +72,12 @@ def read_evidence(out_dir: str | os.PathLike, from_pairs: bool = True) -> dict[s
     """
     out_dir = Path(out_dir)
     found: dict[str, Evidence] = {}
-    for path in sorted(out_dir.glob(VERIFIED_GLOB)):
+    paths = sorted(out_dir.glob(VERIFIED_GLOB))
+    if from_pairs:
+        paths += sorted(out_dir.glob("pairs-*.jsonl"))
+    for path in paths:
         for record in iter_jsonl(path):
             if "key" in record and isinstance(record.get("evidence"), dict):
-                key = record["key"]
-                found[key] = preferred(found.get(key), Evidence.from_dict(record["evidence"]))
-    for path in sorted(out_dir.glob("pairs-*.jsonl")) if from_pairs else ():
-        for record in iter_jsonl(path):
-            if isinstance(record.get("evidence"), dict):
                 key = record["key"]
                 found[key] = preferred(found.get(key), Evidence.from_dict(record["evidence"]))
     return found
