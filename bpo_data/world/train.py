@@ -18,7 +18,9 @@ import json
 import random
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
+from itertools import islice
 from pathlib import Path
 
 import torch
@@ -168,13 +170,14 @@ class Collator:
         }
 
 
-def picture_pixels(processor, pictures: list[Path] | list[Image.Image], chunk: int = 512) -> torch.Tensor:
-    """The pictures (files or drawn images) as the model's own processor normalises them (float16
-    to halve the memory)."""
+def picture_pixels(processor, pictures: Iterable[Path | Image.Image], chunk: int = 512) -> torch.Tensor:
+    """The pictures (files, or images drawn as they are taken) as the model's own processor
+    normalises them, ``chunk`` at a time (float16 to halve the memory)."""
     parts = []
-    for start in range(0, len(pictures), chunk):
+    remaining = iter(pictures)
+    while batch := list(islice(remaining, chunk)):
         images = []
-        for picture in pictures[start : start + chunk]:
+        for picture in batch:
             if isinstance(picture, Image.Image):
                 images.append(picture)
                 continue
@@ -261,7 +264,7 @@ def train_world_model(
         )
         stage1 = pretrain_vision_tower(
             pretraining,
-            picture_pixels(processor, [draw_scene(s) for s in pretraining]),
+            picture_pixels(processor, (draw_scene(s) for s in pretraining)),  # drawn a chunk at a time
             model.model.vision_tower,
             settings.vision,
             settings.seed,
