@@ -40,7 +40,18 @@ class LaunchError(RuntimeError):
 
 
 class ShardFailed(RuntimeError):
-    """One attempt of one shard exited non-zero (raised inside Ray tasks too, so Ray retries it)."""
+    """One attempt of one shard exited non-zero (raised inside Ray tasks too, so Ray retries it).
+
+    ``reason`` is how it ended ("signal SIGKILL": preempted or out of memory; "exit code 1"), which
+    the launch prints for every failed attempt, retried or not.
+    """
+
+    def __init__(self, message: str, reason: str = "a failure"):
+        super().__init__(message, reason)  # both in args, so Ray's pickled copy keeps the reason
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return self.args[0]
 
 
 @dataclass(frozen=True)
@@ -210,10 +221,15 @@ def run_attempt(job: LaunchJob, index: int, cuda_devices: str | None = None) -> 
             stdin=subprocess.DEVNULL,
             env=env,
         )
+        if result.returncode != 0:  # a killed worker says nothing itself: the log says how it ended
+            reason = _describe_exit(result.returncode)
+            ended = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            handle.write(f"=== this attempt ended with {reason} at {ended} ===\n")
     if result.returncode != 0:
         raise ShardFailed(
-            f"shard {index}/{job.num_shards} on {host} ended with {_describe_exit(result.returncode)}; "
-            f"last lines of {log}:\n{_tail(log)}"
+            f"shard {index}/{job.num_shards} on {host} ended with {reason}; "
+            f"last lines of {log}:\n{_tail(log)}",
+            reason,
         )
     return host
 
@@ -294,7 +310,9 @@ def run_local(
                     run_attempt(job, index, slot)
                 except ShardFailed as err:
                     error = str(err)
-                    report(f"shard {index}/{job.num_shards} failed (attempt {attempt}/{attempts})")
+                    report(
+                        f"shard {index}/{job.num_shards} failed (attempt {attempt}/{attempts}: {err.reason})"
+                    )
                 else:
                     report(f"shard {index}/{job.num_shards} done")
                     return ShardOutcome(index, True, attempt)

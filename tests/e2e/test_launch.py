@@ -143,6 +143,7 @@ def test_ray_retries_a_killed_shard_and_the_export_has_every_pair_once(tmp_path,
         i: 2 if i in (index, 3) else 1 for i in range(n)
     }
     assert "is being written by another process" in logs[3]
+    assert "=== this attempt ended with signal SIGKILL at " in logs[index]  # the preemption, in its log
 
     rest = ["--out", str(out), "--shard", "3/4", "--no-progress"]
     _cli("generate", "--recipe", str(job["recipe"]), *rest, env=env)
@@ -166,6 +167,7 @@ def test_local_launch_names_failed_shards_and_resharding_generates_nothing_twice
         blocked.release()
     assert first.returncode == 1
     assert "shard(s) 1/3 failed on all 1 attempts" in first.stderr
+    assert "shard 1/3 failed (attempt 1/1: exit code 1)" in first.stderr  # how each attempt ended
     headers = [
         line
         for i in range(3)
