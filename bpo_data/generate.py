@@ -32,14 +32,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bpo_data.hashing import shard_of
 from bpo_data.jsonl import count_lines
 from bpo_data.manifest import check_manifest, source_record, write_manifest
 from bpo_data.pipeline import Step, ThresholdFilter, run_steps
 from bpo_data.pipeline.steps import LoadImages, ReadUnits, Sample, Shard, SkipDone, Write
+from bpo_data.plan import finished_plan, make_plan, plan_basis, shard_files_stamp
 from bpo_data.recipe import Recipe, RecipeError, SourceSpec
-from bpo_data.sampling import bottom_k, negative_types
-from bpo_data.schema import NegativeType, Reject, Unit, pair_key
+from bpo_data.schema import Reject, Unit
 from bpo_data.sources import read_units, source_files
 from bpo_data.store import RETRYABLE_REASONS, ShardStore
 
@@ -165,44 +164,6 @@ def source_records(specs: list[SourceSpec], paths: dict[str, SourcePaths]) -> di
     return records
 
 
-@dataclass
-class Plan:
-    """This shard's share of the recipe's sample: unit key → the negative types it gets."""
-
-    chosen: dict[str, list[NegativeType]]
-    units_read: int
-    units_by_source: dict[str, int] = field(default_factory=dict)
-
-    def pair_keys(self) -> list[str]:
-        return sorted(pair_key(key, kind) for key, kinds in self.chosen.items() for kind in kinds)
-
-
-def make_plan(
-    recipe: Recipe,
-    specs: list[SourceSpec],
-    read: Callable[[SourceSpec], Iterable[Unit | Reject]],
-    index: int,
-    num_shards: int,
-) -> Plan:
-    """The first pass: each source's bottom-k sample (over all its units), kept where this shard owns it."""
-    chosen: dict[str, list[NegativeType]] = {}
-    counts: Counter = Counter()
-
-    def keys(spec: SourceSpec):
-        for item in read(spec):
-            if isinstance(item, Unit):
-                counts[spec.name] += 1
-                yield item.key
-
-    for spec in specs:
-        if spec.quota == 0:
-            continue
-        for key in bottom_k(keys(spec), spec.quota, recipe.seed):
-            if shard_of(key, num_shards) == index:
-                chosen[key] = negative_types(key, spec, recipe.seed)
-    return Plan(chosen, sum(counts.values()), {s.name: counts[s.name] for s in specs if s.quota != 0})
-
-
 def _maker_class(kind: str):
     """The maker of a negative type, imported only when a unit of that type is made (torch comes with it)."""
     if kind == "weaken":
@@ -315,9 +276,20 @@ def run_shard(recipe: Recipe, options: GenerateOptions, progress: ProgressHook |
         write_manifest(out_dir, recipe, options.recipe_path, [m.generator for m in built.values()], sources)
         return built
 
+    basis = plan_basis(recipe, specs, sources, options.shard_index, options.num_shards)
     with _sigterm_unwinds(), ShardStore(out_dir, options.shard_index, options.num_shards) as store:
         write_manifest(out_dir, recipe, options.recipe_path, [], sources)
         summary.torn_bytes_repaired = store.torn_bytes
+        previous = finished_plan(store.read_plan(), basis, out_dir)
+        if previous is not None:  # finished, and nothing changed since: no source or shard file is read
+            store.write_plan({**previous, **_run_record(store)})
+            summary.units_read = previous["units_read"]
+            summary.units_seen = previous["units_planned"]
+            summary.pairs_planned = summary.already_done = previous["pairs_planned"]
+            summary.empty_sources = previous["empty_sources"]
+            summary.elapsed_s = time.perf_counter() - started
+            store.write_summary(summary.to_dict())
+            return summary
         done = store.done_keys()
         plan = make_plan(recipe, specs, read, options.shard_index, options.num_shards)
         keys = plan.pair_keys()
@@ -325,7 +297,8 @@ def run_shard(recipe: Recipe, options: GenerateOptions, progress: ProgressHook |
         summary.empty_sources = [name for name, count in plan.units_by_source.items() if count == 0]
         summary.pairs_planned = len(keys)
         summary.already_done = sum(key in done for key in keys)
-        store.write_plan(_plan_record(summary, keys, store))
+        record = _plan_record(summary, keys, store, basis, len(plan.chosen))
+        store.write_plan(record)
         if progress:
             progress(0, summary.pairs_planned - summary.already_done)
         sample = Sample(plan.chosen)
@@ -362,6 +335,9 @@ def run_shard(recipe: Recipe, options: GenerateOptions, progress: ProgressHook |
         summary.rejects = Counter({k: v for k, v in writer.stats.items() if k != "pairs"})
         summary.reject_examples = dict(writer.examples)
         summary.steps = {step.name: dict(step.stats) for step in steps}
+        if all(key in done for key in keys) and not any(summary.rejects.get(r) for r in RETRYABLE_REASONS):
+            store.sync()
+            store.write_plan({**record, "finished_with": shard_files_stamp(out_dir)})
         summary.elapsed_s = time.perf_counter() - started
         store.write_summary(summary.to_dict())
     return summary
@@ -415,16 +391,28 @@ def _clip_loader(recipe: Recipe):
     return load
 
 
-def _plan_record(summary: RunSummary, keys: list[str], store: ShardStore) -> dict:
-    """This run's pair keys and start, so ``bpo-data status`` counts progress exactly while it runs."""
+def _run_record(store: ShardStore) -> dict:
+    """Who runs the shard, and from when and which line, so ``bpo-data status`` measures this run's speed."""
     return {
-        "shard": summary.shard,
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "started_at": time.time(),
+        "pair_lines_at_start": count_lines(store.files.pairs),
+    }
+
+
+def _plan_record(summary: RunSummary, keys: list[str], store: ShardStore, basis: str, units: int) -> dict:
+    """This run's pair keys and start, so ``bpo-data status`` counts progress exactly while it runs, and
+    what a rerun needs to trust the plan without making it again (``bpo_data.plan``)."""
+    return {
+        "shard": summary.shard,
+        **_run_record(store),
+        "basis": basis,
+        "units_read": summary.units_read,
+        "units_planned": units,
+        "empty_sources": summary.empty_sources,
         "pairs_planned": len(keys),
         "already_done": summary.already_done,
-        "pair_lines_at_start": count_lines(store.files.pairs),
         "pair_keys": keys,
     }
 

@@ -154,6 +154,14 @@ class ShardStore:
     def write_plan(self, plan: dict) -> None:
         _write_json(self.files.plan, plan)
 
+    def read_plan(self) -> dict | None:
+        """The last run's plan record; None if there is none or it cannot be read (the plan is made again)."""
+        try:
+            plan = json.loads(self.files.plan.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return plan if isinstance(plan, dict) else None
+
     def write(self, pairs: Iterable[Pair], rejects: Iterable[Reject], sync: bool = True) -> None:
         """Append records and hand them to the OS, so a killed process loses none of them.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -184,6 +185,38 @@ def test_another_data_file_into_the_same_folder_is_refused(tmp_path):
     assert generate(recipe, out, paths={"src": SourcePaths(data=str(moved))}).pairs_written == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["sources"]["src"]["image_root"] == str(images.resolve())
+
+
+def test_a_finished_shard_is_finished_again_without_reading_a_source_until_something_changes(
+    tmp_path, monkeypatch
+):
+    import bpo_data.generate as generate_module
+
+    recipe, data, _ = _inject_only(tmp_path, records=6)
+    out = tmp_path / "out"
+    first = generate(recipe, out)
+    assert first.pairs_written == first.pairs_planned == 12
+    plans_made = []
+    make_plan = generate_module.make_plan
+    monkeypatch.setattr(generate_module, "make_plan", lambda *a: plans_made.append(a) or make_plan(*a))
+
+    again = generate(recipe, out)
+    assert not plans_made and again.pairs_written == 0
+    assert (again.already_done, again.pairs_planned, again.units_read) == (12, 12, first.units_read)
+
+    pairs = out / "pairs-00000-of-00001.jsonl"  # a pair lost from the folder: it is made again
+    lines = pairs.read_text(encoding="utf-8").splitlines(keepends=True)
+    pairs.write_text("".join(lines[1:]), encoding="utf-8")
+    remade = generate(recipe, out)
+    assert len(plans_made) == 1 and remade.pairs_written == 1
+    assert json.loads(lines[0])["key"] in _records(out, "pairs") and len(_records(out, "pairs")) == 12
+
+    generate(recipe, out)  # finished again: trusted again
+    assert len(plans_made) == 1
+    modified = data.stat().st_mtime_ns + 10**9  # the data file rewritten with the same bytes: read again
+    os.utime(data, ns=(modified, modified))
+    assert generate(recipe, out).pairs_written == 0 and len(plans_made) == 2
+    assert generate(recipe, out, shard=(1, 2)).already_done > 0 and len(plans_made) == 3
 
 
 def test_a_model_that_cannot_load_is_one_error_naming_it_before_anything_is_written(tmp_path):

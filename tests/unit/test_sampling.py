@@ -6,8 +6,8 @@ import subprocess
 import sys
 from collections import Counter
 
-from bpo_data.generate import make_plan
 from bpo_data.hashing import stable_uniform
+from bpo_data.plan import make_plan
 from bpo_data.recipe import Recipe, SourceSpec
 from bpo_data.sampling import bottom_k, negative_types
 from bpo_data.schema import Unit
