@@ -136,6 +136,14 @@ def world_repro(
         typer.Option(help="Seed of the pairs and training (a world made here keeps the model's seed)."),
     ] = None,
     threads: Annotated[int | None, typer.Option(min=1, help="torch threads (default 1).")] = None,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Runs trained and evaluated side by side, each a process with --threads threads "
+            "(default: the usable cores over --threads).",
+        ),
+    ] = None,
     verify: Annotated[
         bool,
         typer.Option(
@@ -159,8 +167,13 @@ def world_repro(
         "noise_step": noise_step,
         "seed": seed,
         "threads": threads,
+        "jobs": jobs,
     }
     settings = replace(settings, verify=verify, **{k: v for k, v in given.items() if v is not None})
+    if jobs is None:
+        from bpo_data.launch import usable_cores
+
+        settings = replace(settings, jobs=max(1, usable_cores() // settings.threads))
     from bpo_data.models import resolve_model
 
     results = reproduce(

@@ -76,6 +76,7 @@ class ReproSettings:
     threads: int = (
         1  # torch threads: decoding a 5 M model is overhead-bound, and 2 threads thrash on a busy CPU
     )
+    jobs: int = 1  # runs trained and evaluated side by side, each in a process of its own with `threads`
 
     @classmethod
     def quick(cls) -> ReproSettings:
@@ -116,6 +117,7 @@ class Clock:
     cpu_started: float = field(default_factory=time.process_time)
     stages: dict[str, float] = field(default_factory=dict)
     cpu: dict[str, float] = field(default_factory=dict)
+    children_cpu: float = 0.0  # CPU seconds of runs done in worker processes (``--jobs``)
 
     def elapsed(self) -> str:
         seconds = int(time.time() - self.started)
@@ -171,24 +173,18 @@ def _reproduce(
         f"every run trains {epochs:.2f} epochs "
         f"({settings.steps} steps on all {datasets[WEAKENED]['rows']} pairs)"
     )
-    runs: dict[str, dict[str, Any]] = {}
+    trained = []
     for variant in variants:
-        if not datasets.get(variant.pairs, {}).get("rows"):
+        if datasets.get(variant.pairs, {}).get("rows"):
+            trained.append(variant)
+        else:
             say(f"train {variant.name}: skipped, it has no pairs (see the pairs stage above)")
-            continue
-        runs[variant.name] = stage(
-            f"train:{variant.name}",
-            lambda v=variant: _train(out, v, datasets, str(model_dir), settings, epochs, say),
-        )
-    metrics: dict[str, dict[str, Any]] = {}
-    for name in (BASE, *runs):
-        adapter = None if name == BASE else runs[name]["dir"]
-        metrics[name] = stage(
-            f"eval:{name}",
-            lambda n=name, a=adapter: _evaluate(
-                out / "eval" / n, str(model_dir), a, world_dir, n, settings, say
-            ),
-        )
+    done = _runs((None, *trained), out, datasets, str(model_dir), world_dir, settings, epochs, clock, say)
+    runs = {name: run for name, (run, _, _) in done.items() if run is not None}
+    metrics = {name: measured for name, (_, measured, _) in done.items()}
+    for times in (times for _, _, times in done.values()):
+        for name, (wall, cpu) in times.items():
+            clock.stages[name], clock.cpu[name] = wall, cpu
     results = {
         "settings": asdict(settings),
         "model": str(model_dir),
@@ -201,7 +197,7 @@ def _reproduce(
         "timings_s": {k: round(v, 1) for k, v in clock.stages.items()},
         "cpu_s": {k: round(v, 1) for k, v in clock.cpu.items()},
         "total_s": round(time.time() - clock.started, 1),
-        "total_cpu_s": round(time.process_time() - clock.cpu_started, 1),
+        "total_cpu_s": round(time.process_time() - clock.cpu_started + clock.children_cpu, 1),
         "versions": installed(PACKAGES),
     }
     results["target"] = target_check(metrics)
@@ -210,6 +206,108 @@ def _reproduce(
     (out / REPORT_FILE).write_text(report_markdown(results, figures), encoding="utf-8")
     say(f"wrote {out / REPORT_FILE} and {out / RESULTS_FILE}")
     return results
+
+
+RunResult = tuple[dict[str, Any] | None, dict[str, Any], dict[str, tuple[float, float]]]
+
+
+def _runs(
+    variants: tuple[Variant | None, ...],
+    out: Path,
+    datasets: dict[str, dict[str, Any]],
+    model: str,
+    world_dir: Path,
+    settings: ReproSettings,
+    epochs: float,
+    clock: Clock,
+    say: Callable[[str], None],
+) -> dict[str, RunResult]:
+    """Train and evaluate each variant (None: evaluate the base model), ``settings.jobs`` at a time.
+
+    Runs are independent, so on a machine with N cores N of them go side by side, each a process of its
+    own (spawned: torch's threads and TRL's state stay per run), the longest first. Results come back in
+    the order of ``variants`` whatever order they finish in.
+    """
+    names = [BASE if v is None else v.name for v in variants]
+    if settings.jobs <= 1:
+        return {
+            name: _train_and_evaluate(v, out, datasets, model, world_dir, settings, epochs, say)
+            for name, v in zip(names, variants)
+        }
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    longest_first = sorted(zip(names, variants), key=lambda nv: -_work(nv[1], datasets))
+    say(f"runs: {len(variants)} trainings and evaluations, {settings.jobs} side by side")
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(settings.jobs, mp_context=context) as pool:
+        futures = {
+            name: pool.submit(
+                _train_and_evaluate_in_worker, v, out, datasets, model, world_dir, settings, epochs,
+                clock.started,
+            )
+            for name, v in longest_first
+        }  # fmt: skip
+        done = {name: futures[name].result() for name in names}
+    clock.children_cpu += sum(cpu for _, _, times in done.values() for _, cpu in times.values())
+    return done
+
+
+def _work(variant: Variant | None, datasets: dict[str, dict[str, Any]]) -> float:
+    """How much training a run holds (pair rows it reads, DPO counted twice), to start the longest first."""
+    if variant is None:
+        return 0.0
+    rows = datasets[variant.pairs]["rows"] * variant.fraction
+    return rows * (2 if variant.objective == "dpo" else 1)
+
+
+def _train_and_evaluate(
+    variant: Variant | None,
+    out: Path,
+    datasets: dict[str, dict[str, Any]],
+    model: str,
+    world_dir: Path,
+    settings: ReproSettings,
+    epochs: float,
+    say: Callable[[str], None],
+) -> RunResult:
+    """A variant's training (none for the base model) and evaluation, with each stage's wall and CPU time."""
+    times: dict[str, tuple[float, float]] = {}
+    run = None
+    name = BASE if variant is None else variant.name
+    if variant is not None:
+        started, cpu = time.time(), time.process_time()
+        run = _train(out, variant, datasets, model, settings, epochs, say)
+        times[f"train:{name}"] = (time.time() - started, time.process_time() - cpu)
+    started, cpu = time.time(), time.process_time()
+    adapter = None if run is None else run["dir"]
+    metrics = _evaluate(out / "eval" / name, model, adapter, world_dir, name, settings, say)
+    times[f"eval:{name}"] = (time.time() - started, time.process_time() - cpu)
+    return run, metrics, times
+
+
+def _train_and_evaluate_in_worker(
+    variant: Variant | None,
+    out: Path,
+    datasets: dict[str, dict[str, Any]],
+    model: str,
+    world_dir: Path,
+    settings: ReproSettings,
+    epochs: float,
+    started: float,
+) -> RunResult:
+    """``_train_and_evaluate`` in a worker process: its own torch threads, progress on stderr."""
+    import sys
+
+    import torch
+
+    torch.set_num_threads(settings.threads)
+    clock = Clock(started=started)
+
+    def say(message: str) -> None:
+        print(f"[{clock.elapsed()}] {message}", file=sys.stderr, flush=True)
+
+    return _train_and_evaluate(variant, out, datasets, model, world_dir, settings, epochs, say)
 
 
 # --- 1. the world ---------------------------------------------------------------------------------

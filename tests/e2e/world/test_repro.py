@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -22,7 +23,7 @@ from trainer_min.world_repro import VARIANTS, ReproSettings, reproduce
 pytestmark = pytest.mark.slow
 
 SETTINGS = ReproSettings(
-    scenes=40, eval_scenes=4, objhal_scenes=4, units=12, steps=2, batch_size=4, max_new_tokens=24
+    scenes=40, eval_scenes=4, objhal_scenes=4, units=12, steps=2, batch_size=4, max_new_tokens=24, jobs=2
 )
 CLIP = importlib.util.find_spec("open_clip") is not None
 PICKED = tuple(v for v in VARIANTS if v.name in ("bpo", "sft", "bpo-50", "weaken-only", "bpo-filtered"))
@@ -132,3 +133,20 @@ def test_filtered_run_trains_on_exactly_the_pairs_the_default_filter_keeps(repro
     assert made["rows"] == len(filtered) and sum(made["rejects"].values()) == len(every) - len(filtered)
     run = Path(results["runs"]["bpo-filtered"]["dir"])
     assert json.loads((run / "training_config.json").read_text())["data"]["rows"] == len(filtered)
+
+
+def test_runs_side_by_side_measure_what_one_at_a_time_measures(repro, tmp_path, smoke_model_dir):
+    out, results = repro
+    alone = reproduce(
+        tmp_path,
+        smoke_model_dir,
+        replace(SETTINGS, jobs=1),
+        world=out / "world",
+        variants=tuple(v for v in PICKED if v.name in ("bpo", "sft")),
+        log=lambda _: None,
+    )
+    assert set(alone["metrics"]) == {"base", "bpo", "sft"}
+    for name in alone["metrics"]:
+        assert alone["metrics"][name] == results["metrics"][name]
+    assert set(results["timings_s"]) >= {f"train:{v.name}" for v in PICKED} | {"eval:base"}
+    assert results["total_cpu_s"] > sum(results["cpu_s"][f"train:{v.name}"] for v in PICKED)
