@@ -138,7 +138,14 @@ class ImageEmbedder:
         return out
 
     def _embed_chunk(self, images, views) -> list[torch.Tensor]:
-        pixels = self.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
+        return self.features(self.pixels(images), views)
+
+    def pixels(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """The processor's pixel values of a chunk of images (CPU work: resize, crop, normalise)."""
+        return self.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
+
+    def features(self, pixels: torch.Tensor, views: Sequence[ImageView | None]) -> list[torch.Tensor]:
+        """The projected image features of ``pixels``, each seen through its view (device work)."""
         pixels = viewed_pixels(pixels.to(device=self.device, dtype=self.dtype), views)
         with viewed_features(self.projector, views):
             features = self.llava.get_image_features(
