@@ -216,7 +216,11 @@ def test_a_finished_shard_is_finished_again_without_reading_a_source_until_somet
     modified = data.stat().st_mtime_ns + 10**9  # the data file rewritten with the same bytes: read again
     os.utime(data, ns=(modified, modified))
     assert generate(recipe, out).pairs_written == 0 and len(plans_made) == 2
-    assert generate(recipe, out, shard=(1, 2)).already_done > 0 and len(plans_made) == 3
+    (out / "plan-00000-of-00001.json").write_text("{not json", encoding="utf-8")  # a damaged record
+    assert generate(recipe, out).pairs_written == 0 and len(plans_made) == 3
+    generate(recipe, out)
+    assert len(plans_made) == 3
+    assert generate(recipe, out, shard=(1, 2)).already_done > 0 and len(plans_made) == 4
 
 
 def test_a_model_that_cannot_load_is_one_error_naming_it_before_anything_is_written(tmp_path):
