@@ -100,6 +100,15 @@ def train(
         typer.Option(min=1, help="colour-balanced pictures drawn for stage 1 [default: 12000]"),
     ] = None,
     threads: Annotated[int, typer.Option(min=1, help="CPU threads for torch")] = 2,
+    text_hidden: Annotated[
+        int | None,
+        typer.Option(
+            min=32, help="the language model's width, a multiple of 32 (one head per 32) [default: 128]"
+        ),
+    ] = None,
+    text_layers: Annotated[
+        int | None, typer.Option(min=1, help="the language model's layers [default: 4]")
+    ] = None,
     eval_limit: Annotated[
         int | None, typer.Option(help="held-out scenes to evaluate per split (default all)")
     ] = None,
@@ -108,10 +117,26 @@ def train(
     ] = True,
 ) -> None:
     """Train the world model from scratch on CPU, save it with its provenance, and print its metrics."""
+    from dataclasses import replace
+
     from bpo_data.world.make import make_world
+    from bpo_data.world.model import ModelSpec
     from bpo_data.world.train import TrainSettings, train_world_model
     from bpo_data.world.vision import VisionSettings
 
+    if text_hidden is not None and text_hidden % 32:
+        raise typer.BadParameter(
+            f"{text_hidden} is not a multiple of 32 (each head is 32 wide); "
+            f"try {text_hidden // 32 * 32 or 32}",
+            param_hint="--text-hidden",
+        )
+    spec = ModelSpec()
+    spec = replace(
+        spec,
+        text_hidden=text_hidden or spec.text_hidden,
+        text_heads=(text_hidden or spec.text_hidden) // 32,
+        text_layers=text_layers or spec.text_layers,
+    )
     _quiet()
     started, cpu = time.time(), time.process_time()
     with tempfile.TemporaryDirectory(prefix="bpo-world-") as scratch:
@@ -124,6 +149,7 @@ def train(
         settings = TrainSettings(
             seed=seed,
             threads=threads,
+            spec=spec,
             vision=VisionSettings(**{key: value for key, value in vision.items() if value is not None}),
             **{key: value for key, value in given.items() if value is not None},
         )

@@ -37,6 +37,10 @@ def test_make_train_evaluate(tmp_path):
             "20",
             "--threads",
             "1",
+            "--text-hidden",
+            "64",
+            "--text-layers",
+            "2",
             "--eval-limit",
             "3",
         ],
@@ -45,6 +49,9 @@ def test_make_train_evaluate(tmp_path):
     assert "CHAIRi" in trained.stdout and "prior:" in trained.stdout
 
     provenance = json.loads((model / PROVENANCE_FILE).read_text())
+    text = json.loads((model / "config.json").read_text())["text_config"]
+    assert (text["hidden_size"], text["num_hidden_layers"], text["num_attention_heads"]) == (64, 2, 2)
+    assert provenance["settings"]["spec"]["text_hidden"] == 64
     assert provenance["steps"] == 4 and provenance["world"]["seed"] == 0
     assert provenance["stage1"]["steps"] == 3 and provenance["stage1"]["pictures"] == 20
     by_colour = provenance["stage1"]["class_accuracy_by_colour"]
@@ -62,3 +69,8 @@ def test_make_train_evaluate(tmp_path):
     processor = AutoProcessor.from_pretrained(model)
     assert loaded.config.vision_config.image_size == 96
     assert processor.tokenizer.padding_side == "left"
+
+
+def test_a_language_model_width_heads_cannot_split_is_refused():
+    refused = CliRunner().invoke(world_app, ["train", "--out", "unused", "--text-hidden", "100"])
+    assert refused.exit_code == 2 and "multiple of 32" in refused.output and "try 96" in refused.output
