@@ -159,10 +159,7 @@ def _reproduce(
         log(f"[{clock.elapsed()}] {message}")
 
     def stage(name: str, run: Callable[[], Any]) -> Any:
-        started, cpu = time.time(), time.process_time()
-        result = run()
-        clock.stages[name] = time.time() - started
-        clock.cpu[name] = time.process_time() - cpu
+        result, (clock.stages[name], clock.cpu[name]) = _timed(run)
         return result
 
     world_dir = Path(world) if world is not None else out / "world"
@@ -179,7 +176,8 @@ def _reproduce(
             trained.append(variant)
         else:
             say(f"train {variant.name}: skipped, it has no pairs (see the pairs stage above)")
-    done = _runs((None, *trained), out, datasets, str(model_dir), world_dir, settings, epochs, clock, say)
+    inputs = RunInputs(out, datasets, str(model_dir), world_dir, settings, epochs)
+    done = _runs((None, *trained), inputs, clock, say)
     runs = {name: run for name, (run, _, _) in done.items() if run is not None}
     metrics = {name: measured for name, (_, measured, _) in done.items()}
     for times in (times for _, _, times in done.values()):
@@ -211,16 +209,27 @@ def _reproduce(
 RunResult = tuple[dict[str, Any] | None, dict[str, Any], dict[str, tuple[float, float]]]
 
 
+@dataclass(frozen=True)
+class RunInputs:
+    """What every training and evaluation of one reproduction shares (sent whole to a worker process)."""
+
+    out: Path
+    datasets: dict[str, dict[str, Any]]
+    model: str
+    world_dir: Path
+    settings: ReproSettings
+    epochs: float
+
+
+def _timed(work: Callable[[], Any]) -> tuple[Any, tuple[float, float]]:
+    """``work()``'s result and the wall and CPU seconds it took."""
+    started, cpu = time.time(), time.process_time()
+    result = work()
+    return result, (time.time() - started, time.process_time() - cpu)
+
+
 def _runs(
-    variants: tuple[Variant | None, ...],
-    out: Path,
-    datasets: dict[str, dict[str, Any]],
-    model: str,
-    world_dir: Path,
-    settings: ReproSettings,
-    epochs: float,
-    clock: Clock,
-    say: Callable[[str], None],
+    variants: tuple[Variant | None, ...], inputs: RunInputs, clock: Clock, say: Callable[[str], None]
 ) -> dict[str, RunResult]:
     """Train and evaluate each variant (None: evaluate the base model), ``settings.jobs`` at a time.
 
@@ -229,25 +238,19 @@ def _runs(
     the order of ``variants`` whatever order they finish in.
     """
     names = [BASE if v is None else v.name for v in variants]
-    if settings.jobs <= 1:
-        return {
-            name: _train_and_evaluate(v, out, datasets, model, world_dir, settings, epochs, say)
-            for name, v in zip(names, variants)
-        }
+    jobs = inputs.settings.jobs
+    if jobs <= 1:
+        return {name: _train_and_evaluate(v, inputs, say) for name, v in zip(names, variants)}
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    longest_first = sorted(zip(names, variants), key=lambda nv: -_work(nv[1], datasets))
-    say(f"runs: {len(variants)} trainings and evaluations, {settings.jobs} side by side")
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(settings.jobs, mp_context=context) as pool:
+    longest_first = sorted(zip(names, variants), key=lambda nv: -_work(nv[1], inputs.datasets))
+    say(f"runs: {len(variants)} trainings and evaluations, {jobs} side by side")
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {
-            name: pool.submit(
-                _train_and_evaluate_in_worker, v, out, datasets, model, world_dir, settings, epochs,
-                clock.started,
-            )
+            name: pool.submit(_train_and_evaluate_in_worker, v, inputs, clock.started)
             for name, v in longest_first
-        }  # fmt: skip
+        }
         done = {name: futures[name].result() for name in names}
     clock.children_cpu += sum(cpu for _, _, times in done.values() for _, cpu in times.values())
     return done
@@ -261,53 +264,36 @@ def _work(variant: Variant | None, datasets: dict[str, dict[str, Any]]) -> float
     return rows * (2 if variant.objective == "dpo" else 1)
 
 
-def _train_and_evaluate(
-    variant: Variant | None,
-    out: Path,
-    datasets: dict[str, dict[str, Any]],
-    model: str,
-    world_dir: Path,
-    settings: ReproSettings,
-    epochs: float,
-    say: Callable[[str], None],
-) -> RunResult:
+def _train_and_evaluate(variant: Variant | None, inputs: RunInputs, say: Callable[[str], None]) -> RunResult:
     """A variant's training (none for the base model) and evaluation, with each stage's wall and CPU time."""
+    out, settings, model = inputs.out, inputs.settings, inputs.model
     times: dict[str, tuple[float, float]] = {}
     run = None
     name = BASE if variant is None else variant.name
     if variant is not None:
-        started, cpu = time.time(), time.process_time()
-        run = _train(out, variant, datasets, model, settings, epochs, say)
-        times[f"train:{name}"] = (time.time() - started, time.process_time() - cpu)
-    started, cpu = time.time(), time.process_time()
+        run, times[f"train:{name}"] = _timed(
+            lambda: _train(out, variant, inputs.datasets, model, settings, inputs.epochs, say)
+        )
     adapter = None if run is None else run["dir"]
-    metrics = _evaluate(out / "eval" / name, model, adapter, world_dir, name, settings, say)
-    times[f"eval:{name}"] = (time.time() - started, time.process_time() - cpu)
+    metrics, times[f"eval:{name}"] = _timed(
+        lambda: _evaluate(out / "eval" / name, model, adapter, inputs.world_dir, name, settings, say)
+    )
     return run, metrics, times
 
 
-def _train_and_evaluate_in_worker(
-    variant: Variant | None,
-    out: Path,
-    datasets: dict[str, dict[str, Any]],
-    model: str,
-    world_dir: Path,
-    settings: ReproSettings,
-    epochs: float,
-    started: float,
-) -> RunResult:
+def _train_and_evaluate_in_worker(variant: Variant | None, inputs: RunInputs, started: float) -> RunResult:
     """``_train_and_evaluate`` in a worker process: its own torch threads, progress on stderr."""
     import sys
 
     import torch
 
-    torch.set_num_threads(settings.threads)
+    torch.set_num_threads(inputs.settings.threads)
     clock = Clock(started=started)
 
     def say(message: str) -> None:
         print(f"[{clock.elapsed()}] {message}", file=sys.stderr, flush=True)
 
-    return _train_and_evaluate(variant, out, datasets, model, world_dir, settings, epochs, say)
+    return _train_and_evaluate(variant, inputs, say)
 
 
 # --- 1. the world ---------------------------------------------------------------------------------
