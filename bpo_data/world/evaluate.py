@@ -12,7 +12,9 @@ on the held-out splits, against the scene graphs:
 - the prior: on prior-violating scenes, how often a description names the missing partner
   (a dog's ball), against how often descriptions of neutral clean scenes (neither the first
   object nor the partner) name that partner. A grounded model says both rarely; a model that
-  follows its prior says the first much more often.
+  follows its prior says the first much more often;
+- the hallucinated mentions of each split by what the prior explains (``hallucination_kinds``):
+  how much of CHAIRi a method against the language prior can reach at all.
 """
 
 from __future__ import annotations
@@ -142,6 +144,29 @@ def prior_rates(
     }
 
 
+def hallucination_kinds(
+    scenes: Sequence[Scene], descriptions: Sequence[str], params: WorldParams = WORLD
+) -> dict[str, int]:
+    """Hallucinated mentions split by what the world's prior explains, each mention counted once.
+
+    ``partner``: the absent partner of an object in the scene (a ball next to a dog); ``first``: the
+    absent first object of a partner in the scene (a dog next to a ball: the pair read backwards);
+    ``other``: the rest, mostly an object read as another class. Only the first two are errors the
+    language prior makes, so they bound what preference data against the prior can remove from CHAIRi.
+    """
+    vocabulary = coco_vocabulary()
+    kinds = {"partner": 0, "first": 0, "other": 0}
+    for scene, text in zip(scenes, descriptions):
+        partners = {params.pairs[c] for c in scene.classes if c in params.pairs}
+        firsts = {params.partners[c] for c in scene.classes if c in params.partners}
+        for mention in vocabulary.mentions(text):
+            if mention.cls in scene.classes:
+                continue
+            kind = "partner" if mention.cls in partners else "first" if mention.cls in firsts else "other"
+            kinds[kind] += 1
+    return kinds
+
+
 def _words(text: str) -> list[str]:
     return re.findall(r"[a-z0-9]+", text.lower())
 
@@ -210,7 +235,10 @@ def evaluate_world_model(
         log(f"describing {len(asked)} {split} scenes")
         descriptions = generate(model_dir, asked, DESCRIPTION_TOKENS, engine=engine)
         texts[split] = (scenes, descriptions)
-        report[split] = {"chair": chair(scenes, descriptions)}
+        report[split] = {
+            "chair": chair(scenes, descriptions),
+            "hallucinated": hallucination_kinds(scenes, descriptions),
+        }
         ids = {s.id for s in scenes}
         by_id = {s.id: s for s in scenes}
         items = [q for q in read_qa(world / split) if q["id"] in ids]
@@ -249,6 +277,13 @@ def format_report(report: dict) -> str:
         lines.append(
             f"{split:15s} CHAIRi {_fmt(c['chair_i'])}  CHAIRs {_fmt(c['chair_s'])}  "
             f"recall {_fmt(c['recall'])}  " + "  ".join(f"QA {k} {_fmt(v)}" for k, v in qa.items())
+        )
+    kinds = report["eval_violating"].get("hallucinated")
+    if kinds:
+        lines.append(
+            "hallucinated mentions on prior-violating scenes: "
+            f"{kinds['partner']} absent partners, {kinds['first']} first objects of a present partner, "
+            f"{kinds['other']} other"
         )
     p = report["prior"]
     lines.append(
