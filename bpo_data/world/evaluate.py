@@ -147,7 +147,7 @@ def prior_rates(
 def hallucination_kinds(
     scenes: Sequence[Scene], descriptions: Sequence[str], params: WorldParams = WORLD
 ) -> dict[str, int]:
-    """Hallucinated mentions split by what the world's prior explains, each mention counted once.
+    """Hallucinated mentions split by what the world's prior explains (every mention, as CHAIRi counts).
 
     ``partner``: the absent partner of an object in the scene (a ball next to a dog); ``first``: the
     absent first object of a partner in the scene (a dog next to a ball: the pair read backwards);
