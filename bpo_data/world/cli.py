@@ -90,7 +90,7 @@ def train(
         float | None, typer.Option(min=0.01, help="passes over the examples, with --max-steps 0 [default: 1]")
     ] = None,
     max_steps: Annotated[
-        int | None, typer.Option(help="stage-2 steps; > 0 overrides --epochs [default: 2700]")
+        int | None, typer.Option(help="stage-2 steps; > 0 overrides --epochs [default: 5400]")
     ] = None,
     vision_steps: Annotated[
         int | None, typer.Option(min=1, help="stage-1 steps, the vision tower's pre-training [default: 300]")

@@ -51,7 +51,9 @@ class TrainSettings:
     learning_rate: float = 2e-3
     warmup_ratio: float = 0.03
     weight_decay: float = 0.01
-    max_steps: int = 2700  # > 0 overrides epochs; 2,700 x 16 is ~2.8 epochs of a 6,000-scene world
+    # > 0 overrides epochs; 5,400 x 16 is ~5.5 epochs of a 6,000-scene world. Half as many left a model
+    # that repeated a sentence in 18 of 100 descriptions, which DPO on its own answers learns as "stop".
+    max_steps: int = 5400
     threads: int = 2
     spec: ModelSpec = field(default_factory=ModelSpec)
     vision: VisionSettings = field(default_factory=VisionSettings)
