@@ -127,7 +127,7 @@ def train(
     if text_hidden is not None and text_hidden % 32:
         raise typer.BadParameter(
             f"{text_hidden} is not a multiple of 32 (each head is 32 wide); "
-            f"try {text_hidden // 32 * 32 or 32}",
+            f"try {round(text_hidden / 32) * 32 or 32}",
             param_hint="--text-hidden",
         )
     spec = ModelSpec()

@@ -13,8 +13,8 @@ on the held-out splits, against the scene graphs:
   (a dog's ball), against how often descriptions of neutral clean scenes (neither the first
   object nor the partner) name that partner. A grounded model says both rarely; a model that
   follows its prior says the first much more often;
-- the hallucinated mentions of each split by what the prior explains (``hallucination_kinds``):
-  how much of CHAIRi a method against the language prior can reach at all.
+- with CHAIR, the hallucinated mentions by what the prior explains (how much of CHAIRi a method
+  against the language prior can reach at all) and the descriptions that repeat a sentence.
 """
 
 from __future__ import annotations
@@ -83,18 +83,34 @@ def load_engine(model_dir: str | Path):
     return HFVisionEngine(LlavaRuntime.load(str(model_dir), device="cpu", dtype="float32"))
 
 
-def chair(scenes: Sequence[Scene], descriptions: Sequence[str]) -> dict:
-    """CHAIRi / CHAIRs / recall (percentages) of descriptions against their scene graphs."""
+def chair(scenes: Sequence[Scene], descriptions: Sequence[str], params: WorldParams = WORLD) -> dict:
+    """CHAIRi / CHAIRs / recall (percentages) of descriptions against their scene graphs.
+
+    Also, from the same pass: the hallucinated mentions by what the world's prior explains
+    (``hallucinated_by_kind``: ``partner``, the absent partner of an object in the scene, a ball next
+    to a dog; ``first``, the absent first object of a partner in the scene, the pair read backwards;
+    ``other``, mostly an object read as another class; only the first two are the prior's, so they
+    bound what preference data against it can remove), and how many descriptions repeat a sentence
+    (a looping model's answers, which DPO against them learns as "stop").
+    """
     vocabulary = coco_vocabulary()
-    mentions = hallucinated = responses_bad = recalled = truth = 0
+    mentions = hallucinated = responses_bad = recalled = truth = repeating = words = 0
+    kinds = {"partner": 0, "first": 0, "other": 0}
     for scene, text in zip(scenes, descriptions):
         found = vocabulary.mentions(text)
         wrong = [m for m in found if m.cls not in scene.classes]
+        partners = {params.pairs[c] for c in scene.classes if c in params.pairs}
+        firsts = {params.partners[c] for c in scene.classes if c in params.partners}
+        for m in wrong:
+            kinds["partner" if m.cls in partners else "first" if m.cls in firsts else "other"] += 1
         mentions += len(found)
         hallucinated += len(wrong)
         responses_bad += bool(wrong)
         recalled += len({m.cls for m in found} & scene.classes)
         truth += len(scene.classes)
+        sentences = [x for x in re.split(r"(?<=[.!?])\s+", text.strip()) if x]
+        repeating += len(set(sentences)) < len(sentences)
+        words += len(text.split())
     return {
         "descriptions": len(scenes),
         "chair_i": _percent(hallucinated, mentions),
@@ -102,6 +118,9 @@ def chair(scenes: Sequence[Scene], descriptions: Sequence[str]) -> dict:
         "recall": _percent(recalled, truth),
         "mentions": mentions,
         "hallucinated_mentions": hallucinated,
+        "hallucinated_by_kind": kinds,
+        "repeating_a_sentence": repeating,
+        "words_per_description": words / len(scenes) if scenes else None,
     }
 
 
@@ -142,29 +161,6 @@ def prior_rates(
         "partner_named_neutral": _percent(*pooled["neutral"]),
         "pairs": pairs,
     }
-
-
-def hallucination_kinds(
-    scenes: Sequence[Scene], descriptions: Sequence[str], params: WorldParams = WORLD
-) -> dict[str, int]:
-    """Hallucinated mentions split by what the world's prior explains (every mention, as CHAIRi counts).
-
-    ``partner``: the absent partner of an object in the scene (a ball next to a dog); ``first``: the
-    absent first object of a partner in the scene (a dog next to a ball: the pair read backwards);
-    ``other``: the rest, mostly an object read as another class. Only the first two are errors the
-    language prior makes, so they bound what preference data against the prior can remove from CHAIRi.
-    """
-    vocabulary = coco_vocabulary()
-    kinds = {"partner": 0, "first": 0, "other": 0}
-    for scene, text in zip(scenes, descriptions):
-        partners = {params.pairs[c] for c in scene.classes if c in params.pairs}
-        firsts = {params.partners[c] for c in scene.classes if c in params.partners}
-        for mention in vocabulary.mentions(text):
-            if mention.cls in scene.classes:
-                continue
-            kind = "partner" if mention.cls in partners else "first" if mention.cls in firsts else "other"
-            kinds[kind] += 1
-    return kinds
 
 
 def _words(text: str) -> list[str]:
@@ -235,10 +231,7 @@ def evaluate_world_model(
         log(f"describing {len(asked)} {split} scenes")
         descriptions = generate(model_dir, asked, DESCRIPTION_TOKENS, engine=engine)
         texts[split] = (scenes, descriptions)
-        report[split] = {
-            "chair": chair(scenes, descriptions),
-            "hallucinated": hallucination_kinds(scenes, descriptions),
-        }
+        report[split] = {"chair": chair(scenes, descriptions)}
         ids = {s.id for s in scenes}
         by_id = {s.id: s for s in scenes}
         items = [q for q in read_qa(world / split) if q["id"] in ids]
@@ -278,13 +271,14 @@ def format_report(report: dict) -> str:
             f"{split:15s} CHAIRi {_fmt(c['chair_i'])}  CHAIRs {_fmt(c['chair_s'])}  "
             f"recall {_fmt(c['recall'])}  " + "  ".join(f"QA {k} {_fmt(v)}" for k, v in qa.items())
         )
-    kinds = report["eval_violating"].get("hallucinated")
-    if kinds:
-        lines.append(
-            "hallucinated mentions on prior-violating scenes: "
-            f"{kinds['partner']} absent partners, {kinds['first']} first objects of a present partner, "
-            f"{kinds['other']} other"
-        )
+    violating = report["eval_violating"]["chair"]
+    kinds = violating["hallucinated_by_kind"]
+    lines.append(
+        "prior-violating descriptions: hallucinated mentions "
+        f"{kinds['partner']} absent partners, {kinds['first']} first objects of a present partner, "
+        f"{kinds['other']} other; {violating['repeating_a_sentence']} of {violating['descriptions']} "
+        f"repeat a sentence; {violating['words_per_description']:.0f} words on average"
+    )
     p = report["prior"]
     lines.append(
         f"prior: absent partner named in {_fmt(p['partner_named_violating'])} of prior-violating "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bpo_data.world.evaluate import chair, hallucination_kinds
+from bpo_data.world.evaluate import chair
 from bpo_data.world.scenes import Scene, SceneObject
 
 
@@ -21,12 +21,21 @@ def test_hallucinations_are_split_by_the_prior_that_explains_them():
         # the car's traffic light, and the cup's table, whose cup is not in the scene either
         "A car waits for the traffic light. A cup stands on a table.",
     ]
-    kinds = hallucination_kinds(scenes, descriptions)
-    assert kinds == {"partner": 3, "first": 1, "other": 3}
-    assert sum(kinds.values()) == chair(scenes, descriptions)["hallucinated_mentions"]
+    measured = chair(scenes, descriptions)
+    assert measured["hallucinated_by_kind"] == {"partner": 3, "first": 1, "other": 3}
+    assert measured["hallucinated_mentions"] == 7
 
 
 def test_a_description_that_names_only_what_is_there_has_no_hallucinated_kind():
     scenes = [_scene("boat", "bird")]
-    kinds = hallucination_kinds(scenes, ["A boat. The bird keeps the boat company."])
-    assert kinds == {"partner": 0, "first": 0, "other": 0}
+    measured = chair(scenes, ["A boat. The bird keeps the boat company."])
+    assert measured["hallucinated_by_kind"] == {"partner": 0, "first": 0, "other": 0}
+    assert measured["repeating_a_sentence"] == 0
+
+
+def test_a_looping_description_is_counted_once_with_its_words():
+    scenes = [_scene("car"), _scene("car")]
+    looping = "A car. The car waits. The car waits. The car waits."
+    measured = chair(scenes, [looping, "A car stands here."])
+    assert measured["repeating_a_sentence"] == 1
+    assert measured["words_per_description"] == (11 + 4) / 2
