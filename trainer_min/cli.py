@@ -128,6 +128,9 @@ def world_repro(
         typer.Option(min=1, help="Optimizer steps of the full BPO run (all runs: the same epochs)."),
     ] = None,
     learning_rate: Annotated[float | None, typer.Option(help="Peak learning rate of every run.")] = None,
+    beta: Annotated[
+        float | None, typer.Option(min=0.0, help="DPO beta (default 0.1, the paper's); higher keeps recall.")
+    ] = None,
     noise_step: Annotated[
         int | None, typer.Option(min=1, max=999, help="Noise step of the weakened pairs.")
     ] = None,
@@ -164,6 +167,7 @@ def world_repro(
         "units": units,
         "steps": steps,
         "learning_rate": learning_rate,
+        "beta": beta,
         "noise_step": noise_step,
         "seed": seed,
         "threads": threads,
@@ -180,6 +184,58 @@ def world_repro(
         out, Path(resolve_model(model)), settings, world=world, log=lambda m: typer.echo(m, err=True)
     )
     typer.echo(summary_table(results))
+
+
+@app.command("world-eval")
+def world_eval(
+    world: Annotated[Path, typer.Option(help="A world made by `bpo-data world make`.")],
+    model: Annotated[
+        str, typer.Option(help="The base model: 'world' for the shipped world model, or a model folder.")
+    ] = "world",
+    adapter: Annotated[
+        Path | None, typer.Option(help="A LoRA adapter on the model, e.g. a world-repro run: OUT/runs/bpo.")
+    ] = None,
+    skip: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Leave out the first N held-out scenes of each split: world-repro reports on the first "
+            "--eval-scenes (100), so --skip 100 measures its runs on scenes no setting was chosen on.",
+        ),
+    ] = 0,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Held-out scenes per split (default: all after --skip).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Write metrics.json and the answers here.")] = None,
+) -> None:
+    """CHAIR, recall, QA and the prior of a world model, or of a run trained on it, on held-out scenes."""
+    import json
+
+    from bpo_data.engines.hf import HFVisionEngine
+    from bpo_data.models import resolve_model
+    from bpo_data.world.evaluate import HeldOutError, evaluate_world_model, format_report
+    from trainer_min.eval.answer import load_runtime
+
+    base = resolve_model(model)
+    engine = HFVisionEngine(load_runtime(base, str(adapter) if adapter else None, device="cpu"))
+    try:
+        report = evaluate_world_model(
+            base,
+            world,
+            limit=limit,
+            skip=skip,
+            out_dir=out / "answers" if out else None,
+            engine=engine,
+            log=lambda m: typer.echo(m, err=True),
+        )
+    except HeldOutError as err:
+        raise typer.BadParameter(str(err)) from None
+    finally:
+        engine.close()
+    if out is not None:
+        report.pop("examples", None)
+        (out / "metrics.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    typer.echo(format_report(report))
 
 
 app.command("eval")(eval_command)

@@ -40,6 +40,7 @@ from typing import Any
 
 from bpo_data.verify.clip import WORLD as WORLD_VERIFIER
 from bpo_data.versions import installed
+from bpo_data.world.evaluate import FIRST_MENTIONS
 from trainer_min.training import PACKAGES
 
 SOURCE_SHARES = {"sharegptv": 0.5, "llava-instruct": 0.25, "llavar": 0.25}  # descriptions carry CHAIR
@@ -51,20 +52,24 @@ BASE = "base"
 
 @dataclass(frozen=True)
 class ReproSettings:
-    """What one reproduction runs; the defaults take ~10 minutes on a busy 2-core CPU (``--quick``: ~3).
+    """What one reproduction runs; the defaults take ~5.5 minutes on 2 idle cores (``--quick``: ~2).
 
     Defaults measured against 240 units / 40 steps / lr 5e-4 (a QA loss of 14 points with BPO): half
-    the learning rate on twice the pairs kept QA within 5 points for the same drop in CHAIRi.
+    the learning rate on twice the pairs kept QA within 5 points for the same drop in CHAIRi. Then, on
+    the shipped model at step 800, three seeds each: 80 steps (0.8 epoch) lowered violating CHAIRi by
+    19 %, 160 by 27 %; on seed 0, 240 steps or twice the units at 160's epochs did no better.
     """
 
     scenes: int | None = None  # training scenes when the world is made here; None: as the model's world
     world_seed: int | None = None  # None: the seed of the world the model was trained on
-    eval_scenes: int = 100  # scenes in each held-out split
+    # Scenes in each held-out split: all the world makes. On 100 of them BPO's drop in violating CHAIRi was
+    # -27 % on scenes 0-99 and -10 % on 100-199.
+    eval_scenes: int = 200
     objhal_scenes: int = 60
     units: int = 480  # training units sampled for pairs; each gets a weakened and an injected negative
-    steps: int = 80  # optimizer steps of the full BPO run; every run trains the same epochs
+    steps: int = 160  # optimizer steps of the full BPO run (1.6 epochs); every run trains the same epochs
     batch_size: int = 8
-    learning_rate: float = 2e-4  # the paper's 2e-6 moves a 2 M-parameter model nowhere in 80 steps
+    learning_rate: float = 2e-4  # the paper's 2e-6 moves a 2 M-parameter model nowhere in 160 steps
     beta: float = 0.1
     lora_r: int = 16
     lora_alpha: int = 32
@@ -580,9 +585,13 @@ def _evaluate(
 ) -> dict[str, Any]:
     """World metrics (held-out splits) and Object HalBench (rules) of the base model or an adapter on it."""
     saved = eval_dir / METRICS_FILE
+    measured_on = {"eval_scenes": settings.eval_scenes, "objhal_scenes": settings.objhal_scenes}
     if saved.is_file():
-        say(f"eval {name}: already measured in {eval_dir}")
-        return json.loads(saved.read_text("utf-8"))
+        metrics = json.loads(saved.read_text("utf-8"))
+        if metrics.get("measured_on") == measured_on:
+            say(f"eval {name}: already measured in {eval_dir}")
+            return metrics
+        say(f"eval {name}: measured on other scenes before ({metrics.get('measured_on')}); measuring again")
     from bpo_data.engines.hf import HFVisionEngine
     from bpo_data.world.evaluate import DESCRIPTION_TOKENS, evaluate_world_model
     from trainer_min.eval.answer import GenerationSettings, load_runtime
@@ -614,7 +623,11 @@ def _evaluate(
         )
     )["objhal"]["metrics"]
     world.pop("examples", None)
-    metrics = {"world": world, "objhal": {k: objhal[k] for k in ("chair_s", "obj", "recall", "items")}}
+    metrics = {
+        "world": world,
+        "objhal": {k: objhal[k] for k in ("chair_s", "obj", "recall", "items")},
+        "measured_on": measured_on,
+    }
     eval_dir.mkdir(parents=True, exist_ok=True)
     saved.write_text(json.dumps(metrics, indent=1) + "\n", encoding="utf-8")
     v, q = world["eval_violating"], world["eval_clean"]["qa"]["all"]
@@ -642,21 +655,35 @@ def qa_mean(metrics: dict[str, Any]) -> float | None:
 
 
 def violating_chair_i(metrics: dict[str, Any]) -> float | None:
-    return _get(metrics, "world", "eval_violating", "chair", "chair_i")
+    return _violating(metrics, "chair_i")
 
 
-def chair_i_error(*models: dict[str, Any]) -> float | None:
-    """Binomial standard error (points) of a difference of violating CHAIRi: sqrt(sum p(1-p)/mentions).
+def _violating(metrics: dict[str, Any], key: str) -> float | None:
+    return _get(metrics, "world", "eval_violating", "chair", key)
 
-    Says whether a gap between two models is more than the noise of a hundred descriptions.
+
+def chair_i_error(first: dict[str, Any], second: dict[str, Any]) -> float | None:
+    """Standard error (points) of the gap in violating CHAIRi between two models on the same scenes.
+
+    Scenes, not mentions, are the samples: a scene that draws out the prior draws it out in both models,
+    and one description's mentions err together, so a binomial error over mentions is too small (with
+    100 scenes per split a -27 % gap on scenes 0-99 was -10 % on scenes 100-199). CHAIRi is a ratio of
+    sums; the delta method gives each scene's share of the gap, (h - CHAIRi m) / mean m for each model,
+    and the error is their spread over the square root of the number of scenes.
     """
-    total = 0.0
-    for metrics in models:
-        p, n = violating_chair_i(metrics), _get(metrics, "world", "eval_violating", "chair", "mentions")
-        if p is None or not n:
+    counts = [_violating(m, "per_description") for m in (first, second)]
+    if not all(counts) or len(counts[0]) != len(counts[1]) or len(counts[0]) < 2:
+        return None
+    shares = []
+    for rows in counts:  # [mentions, hallucinated] per description
+        mentions = sum(m for m, _ in rows)
+        if not mentions:
             return None
-        total += (p / 100) * (1 - p / 100) / n
-    return math.sqrt(total) * 100
+        ratio, mean = sum(h for _, h in rows) / mentions, mentions / len(rows)
+        shares.append([(h - ratio * m) / mean for m, h in rows])
+    gaps = [a - b for a, b in zip(*shares)]
+    n = len(gaps)
+    return math.sqrt(sum(g * g for g in gaps) / (n - 1) / n) * 100
 
 
 COLUMNS: tuple[tuple[str, Callable[[dict[str, Any]], float | None]], ...] = (
@@ -664,7 +691,8 @@ COLUMNS: tuple[tuple[str, Callable[[dict[str, Any]], float | None]], ...] = (
     ("ObjHal CHAIRi", lambda m: _get(m, "objhal", "obj")),
     ("violating CHAIRs", lambda m: _get(m, "world", "eval_violating", "chair", "chair_s")),
     ("violating CHAIRi", violating_chair_i),
-    ("violating recall", lambda m: _get(m, "world", "eval_violating", "chair", "recall")),
+    (f"violating CHAIRi, first {FIRST_MENTIONS} mentions", lambda m: _violating(m, "chair_i_first")),
+    ("violating recall", lambda m: _violating(m, "recall")),
     ("clean CHAIRi", lambda m: _get(m, "world", "eval_clean", "chair", "chair_i")),
     ("absent partner named", lambda m: _get(m, "world", "prior", "partner_named_violating")),
     ("QA clean", lambda m: _get(m, "world", "eval_clean", "qa", "all")),
@@ -706,7 +734,10 @@ def target_check(metrics: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         "BPO lowers CHAIRi on prior-violating scenes by >= 30 % relative to the base model",
         None if drop_bpo is None else drop_bpo >= 30,
         f"base {_num(b)} -> BPO {_num(bpo)} ({_change(drop_bpo)}; standard error of the gap "
-        f"{_num(chair_i_error(base, runs['bpo']))} points)",
+        f"{_num(chair_i_error(base, runs['bpo']))} points; over the first {FIRST_MENTIONS} mentions of "
+        f"each description, which shortening alone barely moves: {_num(_violating(base, 'chair_i_first'))} "
+        f"-> {_num(_violating(runs['bpo'], 'chair_i_first'))}; recall "
+        f"{_num(_violating(base, 'recall'))} -> {_num(_violating(runs['bpo'], 'recall'))})",
     )
     claim(
         "... and more than SFT does",

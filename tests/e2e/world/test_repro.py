@@ -150,3 +150,31 @@ def test_runs_side_by_side_measure_what_one_at_a_time_measures(repro, tmp_path, 
         assert alone["metrics"][name] == results["metrics"][name]
     assert set(results["timings_s"]) >= {f"train:{v.name}" for v in PICKED} | {"eval:base"}
     assert results["total_cpu_s"] > sum(results["cpu_s"][f"train:{v.name}"] for v in PICKED)
+
+
+def test_world_eval_measures_a_run_again_and_on_later_scenes(repro, tmp_path, smoke_model_dir):
+    from typer.testing import CliRunner
+
+    from trainer_min.cli import app
+
+    out, results = repro
+    world, adapter = out / "world", out / "runs" / "bpo"
+
+    def world_eval(target: Path, *flags: str) -> dict:
+        argv = ["world-eval", "--world", str(world), "--model", str(smoke_model_dir)]
+        invoked = CliRunner().invoke(app, [*argv, "--adapter", str(adapter), "--out", str(target), *flags])
+        assert invoked.exit_code == 0, invoked.output
+        return json.loads((target / "metrics.json").read_text())
+
+    again = world_eval(tmp_path / "again", "--limit", str(SETTINGS.eval_scenes))
+    reported = results["metrics"]["bpo"]["world"]
+    for split in ("eval_clean", "eval_violating"):
+        assert again[split] == reported[split]  # the run's own adapter, the same scenes: the same answers
+
+    later = world_eval(tmp_path / "later", "--skip", "2", "--limit", "2")
+    split = "eval_violating"
+    scenes = read_scenes(world / split)[2:4]
+    answers = [json.loads(line) for line in (tmp_path / "later" / "answers" / f"{split}.jsonl").open()]
+    described = [a for a in answers if a.get("question") == language.EVAL_DESCRIBE_PROMPT]
+    assert [a["id"] for a in described] == [s.id for s in scenes]
+    assert later[split]["chair"] == chair(scenes, [a["answer"] for a in described])

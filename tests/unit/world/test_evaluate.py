@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from bpo_data.world.evaluate import chair
+import pytest
+
+from bpo_data.world.evaluate import FIRST_MENTIONS, HeldOutError, chair, evaluate_world_model
+from bpo_data.world.make import read_scenes
 from bpo_data.world.scenes import Scene, SceneObject
 
 
@@ -39,3 +42,21 @@ def test_a_looping_description_is_counted_once_with_its_words():
     measured = chair(scenes, [looping, "A car stands here."])
     assert measured["repeating_a_sentence"] == 1
     assert measured["words_per_description"] == (11 + 4) / 2
+
+
+def test_chair_over_the_first_mentions_leaves_out_what_a_long_description_adds_late():
+    scenes = [_scene("car"), _scene("dog")]
+    late = " ".join(["The car waits."] * FIRST_MENTIONS) + " A traffic light is red."
+    early = "A dog with a ball. The dog sits."
+    measured = chair(scenes, [late, early])
+    # the traffic light comes after six right mentions; the ball is the second mention of its description
+    assert measured["chair_i"] == pytest.approx(100 * 2 / (FIRST_MENTIONS + 1 + 3))
+    assert measured["chair_i_first"] == pytest.approx(100 * 1 / (FIRST_MENTIONS + 3))
+
+
+def test_skipping_every_held_out_scene_is_refused_before_a_model_is_loaded(small_world, tmp_path):
+    world, _ = small_world
+    held = len(read_scenes(world / "eval_clean"))
+    # no model folder exists: the refusal must come from the scene count, not from loading
+    with pytest.raises(HeldOutError, match=rf"eval_clean has no scenes after the first {held}"):
+        evaluate_world_model(tmp_path / "no-model", world, skip=held)
