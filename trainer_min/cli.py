@@ -199,8 +199,8 @@ def world_eval(
         int,
         typer.Option(
             min=0,
-            help="Leave out the first N held-out scenes of each split: world-repro reports on the first "
-            "--eval-scenes (100), so --skip 100 measures its runs on scenes no setting was chosen on.",
+            help="Leave out the first N held-out scenes of each split, e.g. those a setting was chosen on, "
+            "to measure it on scenes it was not.",
         ),
     ] = 0,
     limit: Annotated[

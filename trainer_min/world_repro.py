@@ -47,17 +47,19 @@ SOURCE_SHARES = {"sharegptv": 0.5, "llava-instruct": 0.25, "llavar": 0.25}  # de
 FRACTIONS = (0.25, 0.5, 1.0)
 WEAKENED, SELF, FILTERED = "weakened", "self", "filtered"
 RESULTS_FILE, REPORT_FILE, METRICS_FILE = "results.json", "report.md", "metrics.json"
+TRAINED_WITH_FILE = "world_repro_flags.json"  # a run's bpo-train flags: a rerun with other flags trains again
 BASE = "base"
 
 
 @dataclass(frozen=True)
 class ReproSettings:
-    """What one reproduction runs; the defaults take ~5.5 minutes on 2 idle cores (``--quick``: ~2).
+    """What one reproduction runs; the defaults take ~7 minutes on 2 idle cores (``--quick``: ~2).
 
     Defaults measured against 240 units / 40 steps / lr 5e-4 (a QA loss of 14 points with BPO): half
     the learning rate on twice the pairs kept QA within 5 points for the same drop in CHAIRi. Then, on
-    the shipped model at step 800, three seeds each: 80 steps (0.8 epoch) lowered violating CHAIRi by
-    19 %, 160 by 27 %; on seed 0, 240 steps or twice the units at 160's epochs did no better.
+    the shipped model at step 800, three seeds each, 200 held-out scenes: 80 steps (0.8 epoch) lowered
+    violating CHAIRi by 10 %, 160 by 18 %; on seed 0 (scenes 0-99), 240 steps or twice the units at 160's
+    epochs did no better.
     """
 
     scenes: int | None = None  # training scenes when the world is made here; None: as the model's world
@@ -282,9 +284,8 @@ def _train_and_evaluate(variant: Variant | None, inputs: RunInputs, say: Callabl
         run, times[f"train:{name}"] = _timed(
             lambda: _train(out, variant, inputs.datasets, model, settings, inputs.epochs, say)
         )
-    adapter = None if run is None else run["dir"]
     metrics, times[f"eval:{name}"] = _timed(
-        lambda: _evaluate(out / "eval" / name, model, adapter, inputs.world_dir, name, settings, say)
+        lambda: _evaluate(out / "eval" / name, model, run, inputs.world_dir, name, settings, say)
     )
     return run, metrics, times
 
@@ -527,11 +528,19 @@ def _train(
 ) -> dict[str, Any]:
     run_dir = out / "runs" / variant.name
     argv = training_argv(variant, datasets[variant.pairs], model, run_dir, settings, epochs)
-    record = run_dir / "training_config.json"
-    if record.is_file() and "finished_at" in json.loads(record.read_text("utf-8")):
+    record, made_with = run_dir / "training_config.json", run_dir / TRAINED_WITH_FILE
+    # the flags with this reproduction's folder left out, so that a copied or moved folder still matches
+    flags = [a.replace(str(out), "<out>") for a in argv]
+    finished = record.is_file() and "finished_at" in json.loads(record.read_text("utf-8"))
+    if finished and made_with.is_file() and json.loads(made_with.read_text("utf-8")) == flags:
         say(f"train {variant.name}: already trained in {run_dir}")
     else:
+        if record.is_file():  # bpo-train refuses a folder holding a run: keep the old one beside it
+            kept = run_dir.with_name(f"{run_dir.name}.before-{time.strftime('%Y%m%dT%H%M%S')}")
+            run_dir.rename(kept)
+            say(f"train {variant.name}: {run_dir} was trained with other flags (now {kept}); training again")
         _fit(variant, argv, say)
+        made_with.write_text(json.dumps(flags) + "\n", encoding="utf-8")
     done = json.loads(record.read_text("utf-8"))
     return {
         "dir": str(run_dir),
@@ -544,6 +553,7 @@ def _train(
         "rows": done["data"]["rows"],
         "steps": done["global_step"],
         "train_loss": done["train_loss"],
+        "finished_at": done["finished_at"],
     }
 
 
@@ -577,21 +587,27 @@ def _fit(variant: Variant, argv: list[str], say: Callable[[str], None]) -> None:
 def _evaluate(
     eval_dir: Path,
     model: str,
-    adapter: str | None,
+    run: dict[str, Any] | None,
     world_dir: Path,
     name: str,
     settings: ReproSettings,
     say: Callable[[str], None],
 ) -> dict[str, Any]:
-    """World metrics (held-out splits) and Object HalBench (rules) of the base model or an adapter on it."""
+    """World metrics (held-out splits) and Object HalBench (rules) of the base model or a run's adapter on
+    it; measured again when the scenes asked for or the run (trained again) differ from the saved ones."""
     saved = eval_dir / METRICS_FILE
-    measured_on = {"eval_scenes": settings.eval_scenes, "objhal_scenes": settings.objhal_scenes}
+    adapter = None if run is None else run["dir"]
+    measured_on = {
+        "eval_scenes": settings.eval_scenes,
+        "objhal_scenes": settings.objhal_scenes,
+        "run_finished_at": None if run is None else run["finished_at"],
+    }
     if saved.is_file():
         metrics = json.loads(saved.read_text("utf-8"))
         if metrics.get("measured_on") == measured_on:
             say(f"eval {name}: already measured in {eval_dir}")
             return metrics
-        say(f"eval {name}: measured on other scenes before ({metrics.get('measured_on')}); measuring again")
+        say(f"eval {name}: measured before on other scenes or another training of the run; measuring again")
     from bpo_data.engines.hf import HFVisionEngine
     from bpo_data.world.evaluate import DESCRIPTION_TOKENS, evaluate_world_model
     from trainer_min.eval.answer import GenerationSettings, load_runtime
