@@ -893,9 +893,11 @@ def report_markdown(results: dict[str, Any], figures: dict[str, str]) -> str:
         "(the world model's language model was not trained on rewrite examples, so it is not asked to "
         f"rewrite). Training: LoRA r={s['lora_r']} alpha={s['lora_alpha']}, lr {s['learning_rate']}, "
         f"beta {s['beta']}, batch {s['batch_size']}, {results['epochs']:.2f} epochs for every run; "
-        f"seed {s['seed']} for pairs and training. Evaluation: greedy; CHAIR and recall by the CHAIR "
-        "rules against the scene graphs; Object HalBench with rules extraction on the world's `objhal` "
-        "set; QA accuracy is the helpfulness proxy.",
+        f"seed {s['seed']} for pairs and training. Evaluation: greedy, on up to {s['eval_scenes']} "
+        "held-out scenes per split; CHAIR and recall by the CHAIR rules against the scene graphs (the "
+        "standard error of a gap between two models is over scenes, paired); Object HalBench with rules "
+        f"extraction on {s['objhal_scenes']} of the world's `objhal` scenes; QA accuracy is the "
+        "helpfulness proxy.",
         "",
         "## Target (the paper's direction)",
         "",
