@@ -39,7 +39,7 @@ DESCRIPTION_TOKENS = 160
 ANSWER_TOKENS = 32
 # CHAIRi counts late mentions, where a description drifts from the picture into its prior, so a fine-tune
 # that only shortens descriptions lowers it. Over the first six mentions of each (the shipped model names
-# 8.1 objects per prior-violating description, BPO-trained ones 5.7-6.2) a shorter model has mostly the
+# 7.6 objects per prior-violating description, BPO-trained ones 5.3-5.8) a shorter model has mostly the
 # same mentions to be judged on: what is left of a drop there is not length.
 FIRST_MENTIONS = 6
 _COUNT_WORDS = {word: str(i) for i, word in enumerate(language.COUNT_WORDS) if i > 0}
