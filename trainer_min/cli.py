@@ -211,27 +211,22 @@ def world_eval(
     """CHAIR, recall, QA and the prior of a world model, or of a run trained on it, on held-out scenes."""
     import json
 
-    from bpo_data.engines.hf import HFVisionEngine
     from bpo_data.models import resolve_model
-    from bpo_data.world.evaluate import HeldOutError, evaluate_world_model, format_report
-    from trainer_min.eval.answer import load_runtime
+    from bpo_data.world.evaluate import HeldOutError, format_report
+    from trainer_min.world_repro import world_metrics
 
-    base = resolve_model(model)
-    engine = HFVisionEngine(load_runtime(base, str(adapter) if adapter else None, device="cpu"))
     try:
-        report = evaluate_world_model(
-            base,
+        report = world_metrics(
+            resolve_model(model),
+            str(adapter) if adapter else None,
             world,
             limit=limit,
             skip=skip,
             out_dir=out / "answers" if out else None,
-            engine=engine,
             log=lambda m: typer.echo(m, err=True),
         )
     except HeldOutError as err:
         raise typer.BadParameter(str(err)) from None
-    finally:
-        engine.close()
     if out is not None:
         report.pop("examples", None)
         (out / "metrics.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")

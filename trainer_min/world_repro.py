@@ -535,10 +535,12 @@ def _train(
     if finished and made_with.is_file() and json.loads(made_with.read_text("utf-8")) == flags:
         say(f"train {variant.name}: already trained in {run_dir}")
     else:
-        if record.is_file():  # bpo-train refuses a folder holding a run: keep the old one beside it
+        if finished:  # bpo-train refuses a folder holding a finished run: keep it beside the new one
             kept = run_dir.with_name(f"{run_dir.name}.before-{time.strftime('%Y%m%dT%H%M%S')}")
             run_dir.rename(kept)
             say(f"train {variant.name}: {run_dir} was trained with other flags (now {kept}); training again")
+        elif record.is_file():  # stopped before its end (killed, preempted): it saved no adapter to keep
+            say(f"train {variant.name}: {run_dir} did not finish; training it again")
         _fit(variant, argv, say)
         made_with.write_text(json.dumps(flags) + "\n", encoding="utf-8")
     done = json.loads(record.read_text("utf-8"))
@@ -608,22 +610,14 @@ def _evaluate(
             say(f"eval {name}: already measured in {eval_dir}")
             return metrics
         say(f"eval {name}: measured before on other scenes or another training of the run; measuring again")
-    from bpo_data.engines.hf import HFVisionEngine
-    from bpo_data.world.evaluate import DESCRIPTION_TOKENS, evaluate_world_model
-    from trainer_min.eval.answer import GenerationSettings, load_runtime
+    from bpo_data.world.evaluate import DESCRIPTION_TOKENS
+    from trainer_min.eval.answer import GenerationSettings
     from trainer_min.eval.run import EvalOptions, run_eval
 
     say(f"eval {name}: held-out descriptions and questions")
-    engine = HFVisionEngine(load_runtime(model, adapter, device="cpu"))
-    world = evaluate_world_model(
-        model,
-        world_dir,
-        limit=settings.eval_scenes,
-        out_dir=eval_dir / "answers",
-        engine=engine,
-        log=lambda m: None,
+    world = world_metrics(
+        model, adapter, world_dir, settings.eval_scenes, out_dir=eval_dir / "answers", log=lambda m: None
     )
-    engine.close()
     say(f"eval {name}: Object HalBench (rules extraction) on {world_dir / 'objhal'}")
     objhal = run_eval(
         EvalOptions(
@@ -652,6 +646,30 @@ def _evaluate(
 
 
 # --- 5. the report --------------------------------------------------------------------------------
+
+
+def world_metrics(
+    model: str,
+    adapter: str | None,
+    world_dir: Path,
+    limit: int | None = None,
+    skip: int = 0,
+    out_dir: Path | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """``bpo_data.world.evaluate``'s metrics of the base model, or of a LoRA run on it, on held-out scenes
+    (what each reproduction run is measured with, and ``bpo-train world-eval``)."""
+    from bpo_data.engines.hf import HFVisionEngine
+    from bpo_data.world.evaluate import evaluate_world_model
+    from trainer_min.eval.answer import load_runtime
+
+    engine = HFVisionEngine(load_runtime(model, adapter, device="cpu"))
+    try:
+        return evaluate_world_model(
+            model, world_dir, limit=limit, skip=skip, out_dir=out_dir, engine=engine, log=log
+        )
+    finally:
+        engine.close()
 
 
 def _get(metrics: dict[str, Any], *path: str) -> float | None:

@@ -113,7 +113,8 @@ def chair(scenes: Sequence[Scene], descriptions: Sequence[str], params: WorldPar
     kinds = {"partner": 0, "first": 0, "other": 0}
     for scene, text in zip(scenes, descriptions):
         found = vocabulary.mentions(text)
-        wrong = [m for m in found if m.cls not in scene.classes]
+        absent = [m.cls not in scene.classes for m in found]
+        wrong = [m for m, gone in zip(found, absent) if gone]
         partners = {params.pairs[c] for c in scene.classes if c in params.pairs}
         firsts = {params.partners[c] for c in scene.classes if c in params.partners}
         for m in wrong:
@@ -122,7 +123,7 @@ def chair(scenes: Sequence[Scene], descriptions: Sequence[str], params: WorldPar
         hallucinated += len(wrong)
         per_description.append([len(found), len(wrong)])
         first_mentions += len(found[:FIRST_MENTIONS])
-        first_hallucinated += sum(m.cls not in scene.classes for m in found[:FIRST_MENTIONS])
+        first_hallucinated += sum(absent[:FIRST_MENTIONS])
         responses_bad += bool(wrong)
         recalled += len({m.cls for m in found} & scene.classes)
         truth += len(scene.classes)

@@ -200,6 +200,18 @@ def test_a_rerun_reuses_what_matches_and_trains_again_what_does_not(repro, tmp_p
     assert any("eval bpo: already measured" in line for line in said)
     steps = results["runs"]["bpo"]["steps"]
 
+    # killed mid-training: the record written at the start, no adapter yet; the rerun trains it in place
+    run = copy / "runs" / "bpo"
+    record = json.loads((run / "training_config.json").read_text())
+    started = {k: v for k, v in record.items() if k not in ("finished_at", "global_step", "train_loss")}
+    (run / "training_config.json").write_text(json.dumps(started))
+    for adapter_file in run.glob("adapter_*"):
+        adapter_file.unlink()
+    results, said = rerun(replace(SETTINGS, jobs=1))
+    assert any("train bpo: " in line and "did not finish; training it again" in line for line in said)
+    assert results["runs"]["bpo"]["steps"] == steps and (run / "adapter_config.json").is_file()
+    assert not list((copy / "runs").glob("bpo.before-*"))
+
     results, said = rerun(replace(SETTINGS, jobs=1, steps=SETTINGS.steps + 2))
     assert any("train bpo: " in line and "trained with other flags" in line for line in said)
     assert any("eval bpo: measured before" in line for line in said)
