@@ -36,7 +36,7 @@ from bpo_data.jsonl import count_lines
 from bpo_data.manifest import check_manifest, source_record, write_manifest
 from bpo_data.pipeline import Step, ThresholdFilter, run_steps
 from bpo_data.pipeline.steps import LoadImages, ReadUnits, Sample, Shard, SkipDone, Write
-from bpo_data.plan import finished_plan, make_plan, plan_basis, shard_files_stamp
+from bpo_data.plan import Plan, finished_plan, make_plan, plan_basis, shard_files_stamp
 from bpo_data.recipe import Recipe, RecipeError, SourceSpec
 from bpo_data.schema import Reject, Unit
 from bpo_data.sources import read_units, source_files
@@ -44,6 +44,7 @@ from bpo_data.store import RETRYABLE_REASONS, ShardStore
 
 if TYPE_CHECKING:
     from bpo_data.engines.build import Engines
+    from bpo_data.inject.cooccurrence import CoOccurrence
     from bpo_data.pipeline.make import NegativeMaker
 
 ProgressHook = Callable[[int, int], None]  # (advance, new total or -1)
@@ -180,8 +181,11 @@ def needs_pixels(kind: str) -> bool:
     return _maker_class(kind).needs_image
 
 
-def build_makers(recipe: Recipe, kinds: set[str], engines: Engines) -> dict[str, NegativeMaker]:
-    """The maker of each negative type the run needs, on the engines built for it."""
+def build_makers(
+    recipe: Recipe, kinds: set[str], engines: Engines, cooccurrence: dict[str, CoOccurrence] | None = None
+) -> dict[str, NegativeMaker]:
+    """The maker of each negative type the run needs, on the engines built for it (``cooccurrence``:
+    what each source's answers name together, from the plan, for the rules injector)."""
     makers: dict[str, NegativeMaker] = {}
     if "weaken" in kinds:
         makers["weaken"] = _maker_class("weaken")(
@@ -192,7 +196,7 @@ def build_makers(recipe: Recipe, kinds: set[str], engines: Engines) -> dict[str,
 
         if recipe.inject.injector == "rules":
             # Rules take microseconds per unit: large batches keep the write groups full.
-            rewriter = RulesRewriter(recipe.seed, recipe.inject.validation)
+            rewriter = RulesRewriter(recipe.seed, recipe.inject.validation, cooccurrence)
             makers["inject"] = InjectedNegatives(rewriter, "rules", max(recipe.run.inject.batch_size, 256))
         else:
             from bpo_data.inject.llm import LLMRewriter
@@ -265,13 +269,14 @@ def run_shard(recipe: Recipe, options: GenerateOptions, progress: ProgressHook |
     _check_model(recipe, kinds)
     check_manifest(out_dir, recipe, sources)
     engines: Engines | None = None
+    plan: Plan | None = None
 
     def makers() -> dict[str, NegativeMaker]:
         nonlocal engines
         loading = time.perf_counter()
         engines = engines_for(recipe, kinds)
         summary.models_loaded = True
-        built = build_makers(recipe, kinds, engines)
+        built = build_makers(recipe, kinds, engines, plan.cooccurrence if plan else None)
         summary.load_s += time.perf_counter() - loading
         write_manifest(out_dir, recipe, options.recipe_path, [m.generator for m in built.values()], sources)
         return built
@@ -291,7 +296,8 @@ def run_shard(recipe: Recipe, options: GenerateOptions, progress: ProgressHook |
             store.write_summary(summary.to_dict())
             return summary
         done = store.done_keys()
-        plan = make_plan(recipe, specs, read, options.shard_index, options.num_shards)
+        rules = "inject" in kinds and recipe.inject.injector == "rules"
+        plan = make_plan(recipe, specs, read, options.shard_index, options.num_shards, count_objects=rules)
         keys = plan.pair_keys()
         summary.units_read = plan.units_read
         summary.empty_sources = [name for name, count in plan.units_by_source.items() if count == 0]

@@ -26,6 +26,7 @@ from typing import Any
 
 from bpo_data import __version__
 from bpo_data.hashing import shard_of
+from bpo_data.inject.cooccurrence import MAX_ANSWERS, CoOccurrence
 from bpo_data.recipe import Recipe, SourceSpec
 from bpo_data.sampling import bottom_k, negative_types
 from bpo_data.schema import NegativeType, Reject, Unit, pair_key
@@ -38,6 +39,8 @@ class Plan:
     chosen: dict[str, list[NegativeType]]
     units_read: int
     units_by_source: dict[str, int] = field(default_factory=dict)
+    # What each source's answers name together, when the rules injector will add objects.
+    cooccurrence: dict[str, CoOccurrence] = field(default_factory=dict)
 
     def pair_keys(self) -> list[str]:
         return sorted(pair_key(key, kind) for key, kinds in self.chosen.items() for kind in kinds)
@@ -49,15 +52,26 @@ def make_plan(
     read: Callable[[SourceSpec], Iterable[Unit | Reject]],
     index: int,
     num_shards: int,
+    count_objects: bool = False,
 ) -> Plan:
-    """The first pass: each source's bottom-k sample (over all its units), kept where this shard owns it."""
+    """The first pass: each source's bottom-k sample (over all its units), kept where this shard owns it.
+
+    ``count_objects``: also count which objects each source's answers name together (over its first
+    units, not the sample, so each shard counts the same), for the rules injector.
+    """
     chosen: dict[str, list[NegativeType]] = {}
     counts: Counter = Counter()
+    tables: dict[str, CoOccurrence] = {}
+    if count_objects:
+        from bpo_data.inject.rules import classes_named
 
     def keys(spec: SourceSpec):
+        table = tables.setdefault(spec.name, CoOccurrence()) if count_objects else None
         for item in read(spec):
             if isinstance(item, Unit):
                 counts[spec.name] += 1
+                if table is not None and table.answers < MAX_ANSWERS:
+                    table.add(classes_named(item.answer))
                 yield item.key
 
     for spec in specs:
@@ -66,7 +80,8 @@ def make_plan(
         for key in bottom_k(keys(spec), spec.quota, recipe.seed):
             if shard_of(key, num_shards) == index:
                 chosen[key] = negative_types(key, spec, recipe.seed)
-    return Plan(chosen, sum(counts.values()), {s.name: counts[s.name] for s in specs if s.quota != 0})
+    by_source = {s.name: counts[s.name] for s in specs if s.quota != 0}
+    return Plan(chosen, sum(counts.values()), by_source, tables)
 
 
 def plan_basis(

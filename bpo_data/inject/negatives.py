@@ -8,6 +8,7 @@ from typing import Protocol
 from PIL import Image
 
 from bpo_data.engines.base import EngineResult
+from bpo_data.inject.cooccurrence import CoOccurrence
 from bpo_data.inject.llm import LLMRewriter, Rewrite
 from bpo_data.inject.rules import RulesInjector
 from bpo_data.recipe import ValidationSpec
@@ -21,8 +22,10 @@ class Rewriter(Protocol):
 class RulesRewriter:
     """The model-free injector as a rewriter: a unit no rule applies to becomes a reject."""
 
-    def __init__(self, seed: int, validation: ValidationSpec):
-        self.rules = RulesInjector(seed=seed, validation=validation)
+    def __init__(
+        self, seed: int, validation: ValidationSpec, cooccurrence: dict[str, CoOccurrence] | None = None
+    ):
+        self.rules = RulesInjector(seed=seed, validation=validation, cooccurrence=cooccurrence)
 
     def rewrite(self, units: list[Unit]) -> list[Rewrite | Reject]:
         return [self._one(unit) for unit in units]

@@ -1,8 +1,9 @@
 """The ``rules`` injector: hallucination-like rewrites of the ground truth without any model.
 
 A fast, deterministic baseline for error injection (and what the CPU benchmark runs): it edits
-the details an MLLM typically gets wrong — which object (swapped for one that shares its scene),
-its colour, how many, where, and what the text or numbers say. A seeded RNG per unit picks the
+the details an MLLM typically gets wrong — which object (swapped for one that shares its scene,
+or added where the source's answers usually name it: ``bpo_data.inject.cooccurrence``), its
+colour, how many, where, and what the text or numbers say. A seeded RNG per unit picks the
 edits, so a rerun writes the same rejected answer on any machine.
 """
 
@@ -16,12 +17,15 @@ from typing import NamedTuple
 
 from bpo_data.coco_objects import coco_synonyms
 from bpo_data.hashing import stable_u64
+from bpo_data.inject.cooccurrence import CoOccurrence
 from bpo_data.recipe import ValidationSpec
 from bpo_data.schema import ERROR_TYPES as VOCABULARY
 from bpo_data.schema import Unit
 
 # The edits this injector makes, in the order of the dataset's one vocabulary.
 ERROR_TYPES = tuple(t for t in VOCABULARY if t != "other")
+# Adding an object is a kind of edit of its own, as likely as a swap, recorded as an ``object`` error.
+ADDED_OBJECT = "object added"
 
 
 def _names(listing: str) -> tuple[str, ...]:
@@ -92,6 +96,11 @@ _IRREGULAR_PLURALS = {
 }
 _LISTED_PLURALS = {"oxen": "ox", "skis": "ski"}  # plurals the synonym file lists as names
 _VOWEL_SOUND_EXCEPTIONS = ("uni", "use", "usu", "eu", "one", "ur")
+# How an added object is written after the one it usually comes with: the next item of a list it is
+# in (a word of _LIST_ITEM_STARTS after its comma), else "a dog with a ball".
+_BESIDE = ("with", "next to", "beside")
+_LIST_ITEM_STARTS = frozenset("a an the some two three four five six seven eight nine ten".split())
+_ADDED = {"scissors": "a pair of scissors", "broccoli": "some broccoli"}
 
 _COLOURS = tuple(
     "red orange yellow green blue purple pink brown black white gray silver beige golden".split()
@@ -141,6 +150,7 @@ _DETAIL_WORDS = (
 _TOKEN = re.compile(r"([A-Za-z0-9]+)")
 
 Edit = tuple[int, int, str]  # replace words first..last (and the gaps between them) with the text
+Partners = dict[str, tuple[tuple[str, float], ...]]  # class -> (class usually named with it, share)
 
 
 class _Form(NamedTuple):
@@ -252,8 +262,17 @@ class _Scan:
     builder is the plain function, as a bound method would tie the scan in a reference cycle.
     """
 
-    def __init__(self, text: str, vocabulary: _Vocabulary):
+    def __init__(
+        self,
+        text: str,
+        vocabulary: _Vocabulary,
+        partners: Partners | None = None,
+        common: frozenset[str] | None = None,
+    ):
         self.vocabulary = vocabulary
+        self.partners = partners or {}
+        self.common = common  # the classes the source's answers name; None: any class
+        self.named: dict[str, list[_Mention]] = {}
         self.parts = _TOKEN.split(text)  # gap, word, gap, word, ..., gap
         tokens = self.parts[1::2]
         # Lowering the words joined by a separator keeps them aligned with the parts.
@@ -314,10 +333,15 @@ class _Scan:
             found[index] = mention
             by_class.setdefault(mention.form.cls, []).append(mention)
             after_last = mention.last + 1
+        self.named = by_class
         if by_class:
             self.candidates["object"] = [
                 (_Scan._swap_object, mentions, by_class) for mentions in by_class.values()
             ]
+            for cls, mentions in by_class.items():
+                absent = tuple(p for p in self.partners.get(cls, ()) if p[0] not in by_class)
+                if absent:
+                    self._add(ADDED_OBJECT, _Scan._add_partner, mentions[0], absent)
         return found
 
     def _number_of(self, index: int, form: _Form) -> _Form:
@@ -400,15 +424,32 @@ class _Scan:
     def _swap_object(
         self, rng: random.Random, mentions: list[_Mention], present: dict[str, list[_Mention]]
     ) -> list[Edit]:
-        # A class already in the answer would not be a new object; every class has neighbours.
+        # A class already in the answer would not be a new object, and one the source never names
+        # would not be a plausible one; every class has neighbours.
         neighbours = self.vocabulary.neighbours[mentions[0].form.cls]
-        new = rng.choice([c for c in neighbours if c not in present] or neighbours)
+        fresh = [c for c in neighbours if c not in present]
+        usual = [c for c in fresh if self.common is None or c in self.common]
+        new = rng.choice(usual or fresh or neighbours)
         return [
             self._with_article(
                 m.first, m.last, _match_case(self._source(m.first, m.last), _display(new, m.form.plural))
             )
             for m in mentions
         ]
+
+    def _add_partner(
+        self, rng: random.Random, mention: _Mention, absent: tuple[tuple[str, float], ...]
+    ) -> list[Edit]:
+        """Name, after an object, one the source's answers usually name with it and this one does not:
+        as the next item of a list the object is in ("a dog, a ball and a bus"), else beside it."""
+        (partner,) = rng.choices([p for p, _ in absent], weights=[share for _, share in absent])
+        noun = _display(partner, plural=False)
+        added = _ADDED.get(noun, f"{_article_for(noun)} {noun}")
+        last = mention.last
+        gap, after = self._gap_after(last), self._word(last + 1)
+        in_list = gap == ", " and after in _LIST_ITEM_STARTS or gap == " " and after == "and"
+        joined = f", {added}" if in_list else f" {rng.choice(_BESIDE)} {added}"
+        return [(last, last, self._source(last, last) + joined)]
 
     def _recolour(self, rng: random.Random, index: int) -> list[Edit]:
         current = _SAME_COLOUR.get(self.words[index], self.words[index])
@@ -446,30 +487,51 @@ class _Scan:
         return [(index, index, token[:position] + new + token[position + 1 :])]
 
 
-class RulesInjector:
-    """Deterministic rewrites: the same (unit key, seed) always gives the same rejected answer."""
+def classes_named(text: str) -> set[str]:
+    """The COCO classes an answer names (people left out, as every rule leaves them out)."""
+    return set(_Scan(text, vocabulary()).named)
 
-    def __init__(self, seed: int, max_edits: int = 2, validation: ValidationSpec | None = None):
+
+class RulesInjector:
+    """Deterministic rewrites: the same (unit key, seed) always gives the same rejected answer.
+
+    ``cooccurrence`` (by source name) is what each source's answers name together; a unit of a
+    source without one gets no added objects and swaps among all COCO classes.
+    """
+
+    def __init__(
+        self,
+        seed: int,
+        max_edits: int = 2,
+        validation: ValidationSpec | None = None,
+        cooccurrence: dict[str, CoOccurrence] | None = None,
+    ):
         if not 1 <= max_edits <= 3:
             raise ValueError(f"max_edits must be 1, 2 or 3 (got {max_edits})")
         self.seed = seed
         self.max_edits = max_edits
         self.validation = validation or ValidationSpec()
         self._vocabulary = vocabulary()
+        self._habits: dict[str, tuple[Partners, frozenset[str]]] = {
+            source: (table.partners(), table.usual()) for source, table in (cooccurrence or {}).items()
+        }
 
     def rewrite(self, unit: Unit, attempts: int = 4) -> tuple[str, list[str]] | None:
         """(rewritten answer, error types applied), or None when no rule gives a valid rewrite."""
         text = unit.answer
-        scan = _Scan(text, self._vocabulary)
+        partners, common = self._habits.get(unit.source, (None, None))
+        scan = _Scan(text, self._vocabulary, partners, common or None)
         if not scan.candidates:
             return None
         rng = random.Random(stable_u64(unit.key, self.seed, "rules"))
-        categories = [c for c in ERROR_TYPES if c in scan.candidates]
+        categories = [c for c in (*ERROR_TYPES, ADDED_OBJECT) if c in scan.candidates]
         low, high = self.validation.min_length_ratio, self.validation.max_length_ratio
         for _ in range(attempts):
             rewritten, applied = self._apply(scan, categories, rng)
             # Every edit changes a word into a different one, so only the length can fail validation.
             if low <= len(rewritten) / len(text) <= high:
+                if ADDED_OBJECT in applied:
+                    applied.add("object")
                 return rewritten, [c for c in ERROR_TYPES if c in applied]
         return None
 

@@ -198,7 +198,9 @@ def test_a_finished_shard_is_finished_again_without_reading_a_source_until_somet
     assert first.pairs_written == first.pairs_planned == 12
     plans_made = []
     make_plan = generate_module.make_plan
-    monkeypatch.setattr(generate_module, "make_plan", lambda *a: plans_made.append(a) or make_plan(*a))
+    monkeypatch.setattr(
+        generate_module, "make_plan", lambda *a, **k: plans_made.append(a) or make_plan(*a, **k)
+    )
 
     again = generate(recipe, out)
     assert not plans_made and again.pairs_written == 0

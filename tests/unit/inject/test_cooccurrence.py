@@ -1,0 +1,117 @@
+"""The rules injector adds what a source's answers usually name together, and only that."""
+
+from __future__ import annotations
+
+import re
+
+from bpo_data.inject.cooccurrence import MIN_ANSWERS, CoOccurrence
+from bpo_data.inject.rules import RulesInjector, classes_named
+from bpo_data.plan import make_plan
+from bpo_data.recipe import Recipe, SourceSpec
+from bpo_data.schema import Unit
+
+
+def unit(answer: str, index: int = 0, source: str = "src") -> Unit:
+    return Unit(
+        key=f"{source}/rec-{index}/0",
+        source=source,
+        record_id=f"rec-{index}",
+        turn=0,
+        image="x.jpg",
+        image_root="/data",
+        question="Describe the picture.",
+        answer=answer,
+        style="description",
+    )
+
+
+def habits() -> CoOccurrence:
+    """A source where dogs come with balls (34 of 40), cars and clocks apart, and a bench everywhere."""
+    table = CoOccurrence()
+    for i in range(200):
+        named = {"bench"}
+        if i < 40:
+            named |= {"dog"} | ({"sports ball"} if i < 34 else set())
+        elif i < 70:
+            named.add("sports ball")
+        if i % 3 == 0:
+            named.add("car" if i % 2 else "clock")
+        table.add(named)
+    return table
+
+
+def test_partners_are_the_usual_companions_not_the_common_or_the_rare():
+    table = habits()
+    table.add({"dog", "kite"})  # one answer: a coincidence, not a habit
+    partners = table.partners()
+    assert partners["dog"][0][0] == "sports ball"
+    assert abs(partners["dog"][0][1] - 34 / 41) < 1e-9
+    assert partners["sports ball"] == (("dog", 34 / 64),)
+    # the bench is in every answer: named with dogs as often as anywhere, so no partner of anything
+    assert all(p != "bench" for near in partners.values() for p, _ in near)
+    assert "kite" not in partners and all(p != "kite" for near in partners.values() for p, _ in near)
+    assert "car" not in partners and "clock" not in partners  # below MIN_ANSWERS together, never lifted
+
+
+def test_an_answer_missing_the_usual_partner_gets_it_added_after_the_object():
+    injector = RulesInjector(seed=0, cooccurrence={"src": habits()})
+    answer = "A brown dog sits on the left. A red car is parked on the right side."
+    added = []
+    for i in range(60):
+        text, types = injector.rewrite(unit(answer, i))
+        if classes_named(text) - classes_named(answer) == {"sports ball"}:
+            added.append(text)
+            assert "object" in types
+            assert re.search(r"dog (with|next to|beside) a ball", text), text
+    assert 3 <= len(added) < 60  # one edit among the others, not the only one
+    listed = "In it there are a dog and a red car. The dog sits on the left."
+    added_to_list = {
+        text
+        for i in range(60)
+        for text, _ in [injector.rewrite(unit(listed, i))]
+        if classes_named(text) - classes_named(listed) == {"sports ball"}
+    }
+    assert added_to_list and all("a dog, a ball and a" in text for text in added_to_list)
+    # with its ball already named, the dog gets no second one; without the table, nothing is added
+    with_ball = "A brown dog sits next to a white ball. A red car is parked on the right side."
+    plain = RulesInjector(seed=0)
+    for i in range(60):
+        assert "ball" not in injector.rewrite(unit(with_ball, i))[0].replace("ball", "", 1)
+        assert "ball" not in plain.rewrite(unit(answer, i))[0]
+
+
+def test_swapped_in_objects_are_ones_the_source_names():
+    table = habits()
+    for _ in range(MIN_ANSWERS):
+        table.add({"cat"})
+    common = table.usual()
+    assert "cat" in common and "kite" not in common
+    injector = RulesInjector(seed=0, cooccurrence={"src": table})
+    plain = RulesInjector(seed=0)
+    answer = "A black cat sleeps in the middle of the picture."
+    swapped, swapped_plain = set(), set()
+    for i in range(80):
+        swapped |= classes_named(injector.rewrite(unit(answer, i))[0]) - {"cat"}
+        swapped_plain |= classes_named(plain.rewrite(unit(answer, i))[0]) - {"cat"}
+    assert swapped and swapped <= common
+    assert swapped_plain - common  # without the table, any neighbour of a cat in the COCO scenes
+
+
+def test_every_shard_counts_the_same_table_over_the_first_answers_of_the_source(monkeypatch):
+    import bpo_data.plan
+
+    monkeypatch.setattr(bpo_data.plan, "MAX_ANSWERS", 120)
+    answers = ["A dog with a ball.", "A dog chasing a ball.", "A cup on a table.", "A dog alone."] * 30
+    answers += ["A cat."] * 10  # past the first 120: not counted
+    units = [unit(text, i) for i, text in enumerate(answers)]
+    recipe = Recipe(name="t", sources=[SourceSpec(name="src", quota=20, negatives={"inject": 1.0})])
+
+    def table(index: int, shards: int) -> CoOccurrence:
+        plan = make_plan(recipe, recipe.sources, lambda spec: iter(units), index, shards, count_objects=True)
+        return plan.cooccurrence["src"]
+
+    whole = table(0, 1)
+    assert whole.answers == 120
+    assert whole.named == {"dog": 90, "sports ball": 60, "cup": 30, "dining table": 30}
+    assert all(table(i, 3) == whole for i in range(3))
+    assert make_plan(recipe, recipe.sources, lambda spec: iter(units), 0, 1).cooccurrence == {}
