@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 from bpo_data.inject.cooccurrence import MIN_ANSWERS, CoOccurrence
@@ -115,3 +116,32 @@ def test_every_shard_counts_the_same_table_over_the_first_answers_of_the_source(
     assert whole.named == {"dog": 90, "sports ball": 60, "cup": 30, "dining table": 30}
     assert all(table(i, 3) == whole for i in range(3))
     assert make_plan(recipe, recipe.sources, lambda spec: iter(units), 0, 1).cooccurrence == {}
+
+
+def test_a_generated_shard_adds_the_partners_its_own_source_names_together(tmp_path):
+    from support.llava_source import write_llava_source, write_recipe
+
+    from bpo_data.generate import generate
+    from bpo_data.recipe import load_recipe
+
+    def record(i: int, answer: str) -> dict:
+        conversation = [{"from": "human", "value": "<image>\nWhat is in the picture?"}]
+        return {
+            "id": f"x{i}",
+            "image": "0.jpg",
+            "conversations": [*conversation, {"from": "gpt", "value": answer}],
+        }
+
+    with_ball = [record(i, "A brown dog sits in the middle, next to a white ball.") for i in range(40)]
+    alone = [record(40 + i, "A brown dog sits in the middle of the picture.") for i in range(40)]
+    cats = [record(80 + i, "A black cat sleeps on a chair.") for i in range(80)]  # a ball is the dog's
+    data, images = write_llava_source(tmp_path / "src", 1, extra=with_ball + alone + cats)
+    recipe = load_recipe(str(write_recipe(tmp_path / "r.yaml", data, images, negatives={"inject": 1.0})))
+    summary = generate(recipe, tmp_path / "out")
+    assert summary.pairs_written >= 160
+    rows = [json.loads(line) for line in (tmp_path / "out" / "pairs-00000-of-00001.jsonl").open()]
+    lone = [r for r in rows if r["chosen"].startswith("A brown dog sits in the middle of")]
+    added = [r for r in lone if "ball" in r["rejected"]]
+    assert len(lone) == 40 and added, "no lone dog got the ball its source's dogs come with"
+    assert all(re.search(r"dog (with|next to|beside) a ball", r["rejected"]) for r in added)
+    assert all("object" in r["error_types"] for r in added)
