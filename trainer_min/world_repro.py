@@ -8,7 +8,9 @@
    that differ only in the noise step: *weakened* (image weakening at ``noise_step`` + error injection)
    and *self* (noise step 0: the model's own answers on the clean image, the "self-generated" ablation).
    Injection uses the ``rules`` rewriter: the world model's language model was never trained on rewrite
-   instructions, so asking it to rewrite would measure nothing. The weakened recipe also runs the
+   instructions, so asking it to rewrite would measure nothing. Like the LLM prompt, the rules add objects
+   that usually appear (counted in each training source's own answers: dogs with balls) besides
+   changing objects, colours, counts, positions and sign text. The weakened recipe also runs the
    ``verify`` step (claims and objects always; CLIP scores with the world verifier when
    ``bpo-data[verify]`` is installed), so the same pairs are exported twice: as made, and through the
    default evidence filters (*filtered*). Then ``bpo_data.export.export_dataset``.
@@ -907,9 +909,10 @@ def report_markdown(results: dict[str, Any], figures: dict[str, str]) -> str:
         "",
         f"Model `{results['model']}`, world `{results['world']}` (world seed {world['seed']}, "
         f"version {world['world_version']}). Pairs: {s['units']} training units, image weakening at step "
-        f"{s['noise_step']} ({s['noise_space']} space) + error injection with the `rules` rewriter "
-        "(the world model's language model was not trained on rewrite examples, so it is not asked to "
-        f"rewrite). Training: LoRA r={s['lora_r']} alpha={s['lora_alpha']}, lr {s['learning_rate']}, "
+        f"{s['noise_step']} ({s['noise_space']} space) + error injection with the `rules` rewriter, which "
+        "also adds the objects each training source's answers usually name together (the world model's "
+        "language model was not trained on rewrite examples, so it is not asked to rewrite). "
+        f"Training: LoRA r={s['lora_r']} alpha={s['lora_alpha']}, lr {s['learning_rate']}, "
         f"beta {s['beta']}, batch {s['batch_size']}, {results['epochs']:.2f} epochs for every run; "
         f"seed {s['seed']} for pairs and training. Evaluation: greedy, on up to {s['eval_scenes']} "
         "held-out scenes per split; CHAIR and recall by the CHAIR rules against the scene graphs (the "
