@@ -268,6 +268,7 @@ class _Scan:
         vocabulary: _Vocabulary,
         partners: Partners | None = None,
         common: frozenset[str] | None = None,
+        details: bool = True,
     ):
         self.vocabulary = vocabulary
         self.partners = partners or {}
@@ -281,7 +282,8 @@ class _Scan:
         # Words any rule looks at; a token below "a" starts with a digit (24, 10am, 24th).
         hits = [i for i, word in enumerate(self.words) if word in vocabulary.scan_words or word < "a"]
         mentions = self._find_objects(hits)
-        self._find_details(hits, mentions)
+        if details:  # colours, counts, positions, numbers: not needed to know which objects are named
+            self._find_details(hits, mentions)
 
     def edits(self, candidate: tuple, rng: random.Random) -> list[Edit]:
         builder, *args = candidate
@@ -489,7 +491,7 @@ class _Scan:
 
 def classes_named(text: str) -> set[str]:
     """The COCO classes an answer names (people left out, as every rule leaves them out)."""
-    return set(_Scan(text, vocabulary()).named)
+    return set(_Scan(text, vocabulary(), details=False).named)
 
 
 class RulesInjector:
