@@ -11,8 +11,8 @@ of LURE), and the one a preference pair should teach it not to make.
 Counted in the plan's first pass (which reads every unit anyway) over a source's first
 ``MAX_ANSWERS`` units in file order, whichever shard counts, so every shard and every rerun sees
 the same table, and one source's answers never shape another's. The cap bounds the cost on a
-million captions (65 µs a counted answer, `benchmarks/plan_pass.py`); habits shared by a fifth of an object's
-answers are settled long before it.
+million captions (65 µs a counted answer, ``benchmarks/plan_pass.py``); habits shared by a fifth
+of an object's answers are settled long before it.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ MIN_SHARE = 0.2
 MIN_LIFT = 1.5
 MIN_ANSWERS = 20
 MAX_ANSWERS = 50_000
+
+Partners = dict[str, tuple[tuple[str, float], ...]]  # class -> (class usually named with it, share)
 
 
 @dataclass
@@ -48,7 +50,7 @@ class CoOccurrence:
         """The classes named in at least ``MIN_ANSWERS`` answers: the objects this source is about."""
         return frozenset(cls for cls, count in self.named.items() if count >= MIN_ANSWERS)
 
-    def partners(self) -> dict[str, tuple[tuple[str, float], ...]]:
+    def partners(self) -> Partners:
         """For each class, the classes its answers usually name too, with that share, most usual first."""
         found: dict[str, list[tuple[str, float]]] = {}
         for (one, other), both in self.together.items():

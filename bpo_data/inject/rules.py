@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 from bpo_data.coco_objects import coco_synonyms
 from bpo_data.hashing import stable_u64
-from bpo_data.inject.cooccurrence import CoOccurrence
+from bpo_data.inject.cooccurrence import CoOccurrence, Partners
 from bpo_data.recipe import ValidationSpec
 from bpo_data.schema import ERROR_TYPES as VOCABULARY
 from bpo_data.schema import Unit
@@ -150,7 +150,6 @@ _DETAIL_WORDS = (
 _TOKEN = re.compile(r"([A-Za-z0-9]+)")
 
 Edit = tuple[int, int, str]  # replace words first..last (and the gaps between them) with the text
-Partners = dict[str, tuple[tuple[str, float], ...]]  # class -> (class usually named with it, share)
 
 
 class _Form(NamedTuple):
