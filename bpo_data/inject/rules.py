@@ -26,6 +26,8 @@ from bpo_data.schema import Unit
 ERROR_TYPES = tuple(t for t in VOCABULARY if t != "other")
 # Adding an object is a kind of edit of its own, as likely as a swap, recorded as an ``object`` error.
 ADDED_OBJECT = "object added"
+KINDS = (*ERROR_TYPES, ADDED_OBJECT)  # every kind of edit, in the order they are tried
+_ERROR_TYPE_OF = {kind: kind for kind in ERROR_TYPES} | {ADDED_OBJECT: "object"}
 
 
 def _names(listing: str) -> tuple[str, ...]:
@@ -266,12 +268,12 @@ class _Scan:
         text: str,
         vocabulary: _Vocabulary,
         partners: Partners | None = None,
-        common: frozenset[str] | None = None,
+        usual: frozenset[str] | None = None,
         details: bool = True,
     ):
         self.vocabulary = vocabulary
         self.partners = partners or {}
-        self.common = common  # the classes the source's answers name; None: any class
+        self.usual = usual  # the classes the source's answers name; None: any class
         self.named: dict[str, list[_Mention]] = {}
         self.parts = _TOKEN.split(text)  # gap, word, gap, word, ..., gap
         tokens = self.parts[1::2]
@@ -429,8 +431,8 @@ class _Scan:
         # would not be a plausible one; every class has neighbours.
         neighbours = self.vocabulary.neighbours[mentions[0].form.cls]
         fresh = [c for c in neighbours if c not in present]
-        usual = [c for c in fresh if self.common is None or c in self.common]
-        new = rng.choice(usual or fresh or neighbours)
+        plausible = [c for c in fresh if self.usual is None or c in self.usual]
+        new = rng.choice(plausible or fresh or neighbours)
         return [
             self._with_article(
                 m.first, m.last, _match_case(self._source(m.first, m.last), _display(new, m.form.plural))
@@ -513,27 +515,27 @@ class RulesInjector:
         self.max_edits = max_edits
         self.validation = validation or ValidationSpec()
         self._vocabulary = vocabulary()
-        self._habits: dict[str, tuple[Partners, frozenset[str]]] = {
-            source: (table.partners(), table.usual()) for source, table in (cooccurrence or {}).items()
+        # a source naming no class often enough has no usual classes: it swaps among all of them
+        self._habits: dict[str, tuple[Partners, frozenset[str] | None]] = {
+            source: (table.partners(), table.usual() or None)
+            for source, table in (cooccurrence or {}).items()
         }
 
     def rewrite(self, unit: Unit, attempts: int = 4) -> tuple[str, list[str]] | None:
         """(rewritten answer, error types applied), or None when no rule gives a valid rewrite."""
         text = unit.answer
-        partners, common = self._habits.get(unit.source, (None, None))
-        scan = _Scan(text, self._vocabulary, partners, common or None)
+        scan = _Scan(text, self._vocabulary, *self._habits.get(unit.source, (None, None)))
         if not scan.candidates:
             return None
         rng = random.Random(stable_u64(unit.key, self.seed, "rules"))
-        categories = [c for c in (*ERROR_TYPES, ADDED_OBJECT) if c in scan.candidates]
+        categories = [c for c in KINDS if c in scan.candidates]
         low, high = self.validation.min_length_ratio, self.validation.max_length_ratio
         for _ in range(attempts):
             rewritten, applied = self._apply(scan, categories, rng)
             # Every edit changes a word into a different one, so only the length can fail validation.
             if low <= len(rewritten) / len(text) <= high:
-                if ADDED_OBJECT in applied:
-                    applied.add("object")
-                return rewritten, [c for c in ERROR_TYPES if c in applied]
+                types = {_ERROR_TYPE_OF[kind] for kind in applied}
+                return rewritten, [t for t in ERROR_TYPES if t in types]
         return None
 
     def _apply(self, scan: _Scan, categories: list[str], rng: random.Random) -> tuple[str, set[str]]:
