@@ -124,26 +124,10 @@ def make_sources(work: Path, total: int, pool: list[Path]) -> dict[str, tuple[Pa
     return out
 
 
-def run_measured(cmd: list[str]) -> tuple[float, float, float]:
-    """Wall seconds, CPU seconds (user + system, all threads) and peak RSS (GiB) of one child process.
-
-    CPU seconds barely move when other jobs share the machine; wall seconds do.
-    """
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr.read().decode()[-3000:]}")
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / (1024 * 1024)
-
-
-def bench(size: int, work: Path, image_size: tuple[int, int]) -> dict:
-    run_dir = work / f"n{size}-{image_size[0]}x{image_size[1]}"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    sources = make_sources(run_dir, size, _pool(work, image_size))
-    recipe = {
-        "name": f"bench-{size}",
+def rules_recipe(name: str, sources: dict[str, tuple[Path, Path, int]]) -> dict:
+    """The recipe over ``make_sources``' files: every unit injected by the model-free ``rules`` injector."""
+    return {
+        "name": name,
         "seed": 0,
         "model": "smoke",
         "sources": [
@@ -162,6 +146,26 @@ def bench(size: int, work: Path, image_size: tuple[int, int]) -> dict:
         "inject": {"injector": "rules"},
         "run": {"device": "cpu"},
     }
+
+
+def run_measured(cmd: list[str]) -> tuple[float, float, float]:
+    """Wall seconds, CPU seconds (user + system, all threads) and peak RSS (GiB) of one child process.
+
+    CPU seconds barely move when other jobs share the machine; wall seconds do.
+    """
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr.read().decode()[-3000:]}")
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / (1024 * 1024)
+
+
+def bench(size: int, work: Path, image_size: tuple[int, int]) -> dict:
+    run_dir = work / f"n{size}-{image_size[0]}x{image_size[1]}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    recipe = rules_recipe(f"bench-{size}", make_sources(run_dir, size, _pool(work, image_size)))
     recipe_path = run_dir / "recipe.json"
     recipe_path.write_text(json.dumps(recipe))
     exe = [sys.executable, "-m", "bpo_data"]

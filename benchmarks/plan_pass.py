@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from cpu_data_path import PAPER, _pool, make_sources
+from cpu_data_path import PAPER, _pool, make_sources, rules_recipe
 
 from bpo_data.generate import source_reader
 from bpo_data.plan import make_plan
@@ -38,25 +38,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
         work = Path(tmp)
         sources = make_sources(work, args.size, _pool(work, (48, 48)))
-        recipe = Recipe.model_validate(
-            {
-                "name": "plan-pass",
-                "sources": [
-                    {
-                        "name": n,
-                        "format": n,
-                        "data": str(d),
-                        "image_root": str(r),
-                        "quota": q,
-                        "turns": "first" if n == "sharegptv" else "all",
-                        "style": "description" if n == "sharegptv" else "qa",
-                        "negatives": {"inject": 1.0},
-                    }
-                    for n, (d, r, q) in sources.items()
-                ],
-                "inject": {"injector": "rules"},
-            }
-        )
+        recipe = Recipe.model_validate(rules_recipe("plan-pass", sources))
         read = source_reader(recipe, {})
         times: dict[bool, list[float]] = {False: [], True: []}
         units = counted = 0
