@@ -11,7 +11,7 @@ of LURE), and the one a preference pair should teach it not to make.
 Counted in the plan's first pass (which reads every unit anyway) over a source's first
 ``MAX_ANSWERS`` units in file order, whichever shard counts, so every shard and every rerun sees
 the same table, and one source's answers never shape another's. The cap bounds the cost on a
-million captions (65 µs a counted answer, ``benchmarks/plan_pass.py``); habits shared by a fifth
+million captions (40 µs a counted answer, ``benchmarks/plan_pass.py``); habits shared by a fifth
 of an object's answers are settled long before it.
 """
 

@@ -5,25 +5,12 @@ from __future__ import annotations
 import json
 import re
 
+from support.units import unit
+
 from bpo_data.inject.cooccurrence import MIN_ANSWERS, CoOccurrence
 from bpo_data.inject.rules import RulesInjector, classes_named
 from bpo_data.plan import make_plan
 from bpo_data.recipe import Recipe, SourceSpec
-from bpo_data.schema import Unit
-
-
-def unit(answer: str, index: int = 0, source: str = "src") -> Unit:
-    return Unit(
-        key=f"{source}/rec-{index}/0",
-        source=source,
-        record_id=f"rec-{index}",
-        turn=0,
-        image="x.jpg",
-        image_root="/data",
-        question="Describe the picture.",
-        answer=answer,
-        style="description",
-    )
 
 
 def habits() -> CoOccurrence:
@@ -55,7 +42,7 @@ def test_partners_are_the_usual_companions_not_the_common_or_the_rare():
 
 
 def test_an_answer_missing_the_usual_partner_gets_it_added_after_the_object():
-    injector = RulesInjector(seed=0, cooccurrence={"src": habits()})
+    injector = RulesInjector(seed=0, cooccurrence={"test": habits()})
     answer = "A brown dog sits on the left. A red car is parked on the right side."
     added = []
     for i in range(60):
@@ -87,7 +74,7 @@ def test_swapped_in_objects_are_ones_the_source_names():
         table.add({"cat"})
     common = table.usual()
     assert "cat" in common and "kite" not in common
-    injector = RulesInjector(seed=0, cooccurrence={"src": table})
+    injector = RulesInjector(seed=0, cooccurrence={"test": table})
     plain = RulesInjector(seed=0)
     answer = "A black cat sleeps in the middle of the picture."
     swapped, swapped_plain = set(), set()

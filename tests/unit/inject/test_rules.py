@@ -12,11 +12,11 @@ import sys
 from importlib.resources import files
 
 import pytest
+from support.units import unit
 
 from bpo_data.inject.rules import ERROR_TYPES, SCENES, RulesInjector
 from bpo_data.inject.validation import validate_rewrite
 from bpo_data.recipe import ValidationSpec
-from bpo_data.schema import Unit
 
 ANSWERS = [
     "There are two dogs to the left of a red car.",
@@ -44,20 +44,6 @@ ANSWERS = [
     "The child is holding a baseball bat with both hands.",
     "Two elephants bathe in the river while birds fly overhead.",
 ]
-
-
-def unit(answer: str, index: int = 0, style: str = "qa") -> Unit:
-    return Unit(
-        key=f"test/rec-{index}/0",
-        source="test",
-        record_id=f"rec-{index}",
-        turn=0,
-        image="x.jpg",
-        image_root="/data",
-        question="What is in the image?",
-        answer=answer,
-        style=style,
-    )
 
 
 WORD = re.compile(r"[A-Za-z0-9]+")
