@@ -63,7 +63,7 @@ class ReproSettings:
     violating CHAIRi by 10 %, 160 by 18 %. More of the world's data at the same 1.6 epochs, on the scenes
     that choose (200-399): 480 units lowered it by 17 %, 960 by 28 %, 1,440 by 35 % with QA within a
     point. On the reported scenes 0-199 (five seeds) 1,440 units gave 24 % against 22 % at 480, and on
-    Object HalBench 29.8 % against 18 %.
+    Object HalBench 29.8 % against 17.9 %.
     """
 
     scenes: int | None = None  # training scenes when the world is made here; None: as the model's world
