@@ -1,14 +1,17 @@
 """The miniature reproduction over several seeds: the figures BENCHMARKS and the README quote.
 
-    python benchmarks/world_seeds.py R0 R1 R2 R3 R4 [--more V0 V1 V2 V3 V4]
+    python benchmarks/world_seeds.py R0 R1 R2 R3 R4 [--more V0 V1 V2 V3 V4] [--more T0 T1 T2 T3 T4]
 
-Each R is a ``bpo-train world-repro --out R --seed s`` folder (its ``results.json``). Each V, when
-given, holds ``bpo-train world-eval --world W400 --adapter R/runs/RUN --skip 200 --out V/RUN`` of the
-same seed, and ``V/base`` the base model's (the same in every seed): the scenes that choose. For every
-run this prints the violating CHAIRi of each seed, the mean of every column of the report's Table 2
-(and QA over both splits), its change against the base model (violating and Object HalBench CHAIRi,
-the errors the prior explains, the others, all mentions) and the hallucinated mentions by kind; with
-``--more``, the same on those scenes and violating CHAIRi over both sets of scenes, mentions pooled.
+Each R is a ``bpo-train world-repro --out R --seed s`` folder (its ``results.json``). Each ``--more``
+set, when given, holds other scenes of the same world measured for the same seeds: its V holds
+``bpo-train world-eval --world W2 --adapter R/runs/RUN --skip K --out V/RUN`` and ``V/base`` the base
+model's (the same in every seed), W2 the world made again with more held-out scenes (the first ones
+are the same), e.g. the scenes a setting is chosen on, or scenes nobody has looked at. For every run
+this prints the violating CHAIRi of each seed, the mean of every column of the report's Table 2 (and
+QA over both splits), its change against the base model (violating and Object HalBench CHAIRi, the
+errors the prior explains, the others, all mentions) and the hallucinated mentions by kind; for each
+``--more`` set the same on its scenes, and violating CHAIRi over the reproduction's scenes and that
+set's, mentions pooled (and over all of them when there are several sets).
 A seed's figure is one model; only the spread over seeds says how far to trust a mean.
 """
 
@@ -84,20 +87,19 @@ def _table(seeds: list[dict[str, dict[str, Any]]], title: str) -> None:
             print(f"    vs base: {'; '.join(changes)}")
 
 
-def _pooled(first: list[dict[str, dict[str, Any]]], second: list[dict[str, dict[str, Any]]]) -> None:
-    """Violating CHAIRi over both sets of scenes, each seed's mentions pooled, then the mean over seeds."""
-    print("\nboth sets of scenes, mentions pooled")
+def _pooled(sets: list[list[dict[str, dict[str, Any]]]], title: str) -> None:
+    """Violating CHAIRi over several sets of scenes, each seed's mentions pooled, then the mean over seeds."""
+    print(f"\n{title}, mentions pooled")
 
     def pooled(name: str) -> list[float]:
-        counts = [(_chair(a[name]), _chair(b[name])) for a, b in zip(first, second)]
         return [
-            (ca["hallucinated_mentions"] + cb["hallucinated_mentions"])
-            / (ca["mentions"] + cb["mentions"])
+            sum(_chair(s[name])["hallucinated_mentions"] for s in seed)
+            / sum(_chair(s[name])["mentions"] for s in seed)
             * 100
-            for ca, cb in counts
+            for seed in zip(*sets)
         ]
 
-    names = [n for n in first[0] if all(n in s for s in first + second)]
+    names = [n for n in sets[0][0] if all(n in s for seeds in sets for s in seeds)]
     base = mean(pooled(BASE)) if BASE in names else None
     for name in names:
         values = pooled(name)
@@ -112,18 +114,30 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("repros", nargs="+", type=Path, help="world-repro folders, one per seed")
-    parser.add_argument("--more", nargs="*", type=Path, default=[], help="world-eval folders, one per seed")
+    parser.add_argument(
+        "--more",
+        nargs="+",
+        type=Path,
+        action="append",
+        default=[],
+        help="world-eval folders of other scenes, one per seed (a set; give --more again for another)",
+    )
     args = parser.parse_args()
-    if args.more and len(args.more) != len(args.repros):
-        parser.error(f"--more needs one folder per seed ({len(args.repros)}), got {len(args.more)}")
+    for folders in args.more:
+        if len(folders) != len(args.repros):
+            parser.error(f"--more needs one folder per seed ({len(args.repros)}), got {len(folders)}")
     repros = [json.loads((r / "results.json").read_text("utf-8"))["metrics"] for r in args.repros]
     _table(repros, f"{len(repros)} seeds, the reproduction's own scenes")
-    if args.more:
-        more = [
-            {run.name: _world_eval(run / "metrics.json") for run in sorted(v.iterdir())} for v in args.more
-        ]
-        _table(more, "the --more scenes")
-        _pooled(repros, more)
+    sets = [
+        [{run.name: _world_eval(run / "metrics.json") for run in sorted(v.iterdir())} for v in folders]
+        for folders in args.more
+    ]
+    for folders, more in zip(args.more, sets):
+        _table(more, f"the scenes of {', '.join(map(str, folders))}")
+    for folders, more in zip(args.more, sets):
+        _pooled([repros, more], f"the reproduction's scenes and {folders[0]}'s")
+    if len(sets) > 1:
+        _pooled([repros, *sets], "all these scenes")
 
 
 if __name__ == "__main__":
