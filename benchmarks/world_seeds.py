@@ -4,14 +4,15 @@
 
 Each R is a ``bpo-train world-repro --out R --seed s`` folder (its ``results.json``). Each ``--more``
 set, when given, holds other scenes of the same world measured for the same seeds: its V holds
-``bpo-train world-eval --world W2 --adapter R/runs/RUN --skip K --out V/RUN`` and ``V/base`` the base
-model's (the same in every seed), W2 the world made again with more held-out scenes (the first ones
-are the same), e.g. the scenes a setting is chosen on, or scenes nobody has looked at. For every run
-this prints the violating CHAIRi of each seed, the mean of every column of the report's Table 2 (and
-QA over both splits), its change against the base model (violating and Object HalBench CHAIRi, the
-errors the prior explains, the others, all mentions) and the hallucinated mentions by kind; for each
-``--more`` set the same on its scenes, and violating CHAIRi over the reproduction's scenes and that
-set's, mentions pooled (and over all of them when there are several sets).
+``bpo-train world-eval --world W2 --adapter R/runs/RUN --skip K --out V/RUN``, and the set's first V
+also ``V/base``, the base model's (one model, so it is measured once for every seed), W2 the world made again
+with more held-out scenes (the first ones are the same), e.g. the scenes a setting is chosen on, or
+scenes nobody has looked at. For every run this prints the violating CHAIRi of each seed, the mean of
+every column of the report's Table 2 (and QA over both splits), its change against the base model
+(violating and Object HalBench CHAIRi, the errors the prior explains, the others, all mentions) and the
+hallucinated mentions by kind; for each ``--more`` set the same on its scenes, and violating CHAIRi over
+the reproduction's scenes and that set's, mentions pooled (and over all of them when there are several
+sets).
 A seed's figure is one model; only the spread over seeds says how far to trust a mean.
 """
 
@@ -25,12 +26,10 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
-from trainer_min.world_repro import BASE, COLUMNS, _change, _relative_drop, violating_chair_i
+from trainer_min.world_repro import BASE, COLUMNS, _change, _relative_drop, qa_mean, violating_chair_i
 
 KINDS = ("partner", "first", "other")  # what the prior explains: absent partner, first object, neither
-_QA = (dict(COLUMNS)["QA clean"], dict(COLUMNS)["QA violating"])
-# the helpfulness figure the tables quote: QA accuracy over both splits, each counted once
-COLUMNS_AND_QA = (*COLUMNS, ("QA", lambda m: None if None in (q := [g(m) for g in _QA]) else mean(q)))
+COLUMNS_AND_QA = (*COLUMNS, ("QA", qa_mean))  # the helpfulness figure the tables quote
 
 
 def _world_eval(path: Path) -> dict[str, Any]:
@@ -132,6 +131,10 @@ def main() -> None:
         [{run.name: _world_eval(run / "metrics.json") for run in sorted(v.iterdir())} for v in folders]
         for folders in args.more
     ]
+    for more in sets:
+        if BASE in more[0]:
+            for seed in more[1:]:
+                seed.setdefault(BASE, more[0][BASE])
     for folders, more in zip(args.more, sets):
         _table(more, f"the scenes of {', '.join(map(str, folders))}")
     for folders, more in zip(args.more, sets):
