@@ -12,7 +12,8 @@ every column of the report's Table 2 (and QA over both splits), its change again
 (violating and Object HalBench CHAIRi, the errors the prior explains, the others, all mentions) and the
 hallucinated mentions by kind; for each ``--more`` set the same on its scenes, and violating CHAIRi over
 the reproduction's scenes and that set's, mentions pooled (and over all of them when there are several
-sets).
+sets), with how far each pooled drop could move: a 95 % interval over scenes (a bootstrap that draws
+the same scenes for every model and seed) and the standard error over seeds.
 A seed's figure is one model; only the spread over seeds says how far to trust a mean.
 """
 
@@ -26,10 +27,13 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
+import numpy as np
+
 from trainer_min.world_repro import BASE, COLUMNS, _change, _relative_drop, qa_mean, violating_chair_i
 
 KINDS = ("partner", "first", "other")  # what the prior explains: absent partner, first object, neither
 COLUMNS_AND_QA = (*COLUMNS, ("QA", qa_mean))  # the helpfulness figure the tables quote
+ROUNDS = 2000  # bootstrap draws of the scenes
 
 
 def _world_eval(path: Path) -> dict[str, Any]:
@@ -84,6 +88,10 @@ def _table(seeds: list[dict[str, dict[str, Any]]], title: str) -> None:
                 if get(base) is not None and mean_of(get) is not None
             ]
             print(f"    vs base: {'; '.join(changes)}")
+            per_seed = [violating_chair_i(m) for m in runs]
+            spread = _spread_text(_drop_spread([seeds], name, violating_chair_i(base), per_seed))
+            if spread:
+                print(f"    violating CHAIRi:{spread[1:]}")
 
 
 def _pooled(sets: list[list[dict[str, dict[str, Any]]]], title: str) -> None:
@@ -105,7 +113,59 @@ def _pooled(sets: list[list[dict[str, dict[str, Any]]]], title: str) -> None:
         line = f"  {name}: per seed {' / '.join(f'{p:.1f}' for p in values)}, mean {mean(values):.2f}"
         if base is not None and name != BASE:
             line += f" ({_change(_relative_drop(base, mean(values)))} than base {base:.2f})"
+            line += _spread_text(_drop_spread(sets, name, base, values))
         print(line)
+
+
+def _spread_text(spread: tuple[float, float, float | None] | None) -> str:
+    if spread is None:
+        return ""
+    low, high, seeds_error = spread
+    over_seeds = "" if seeds_error is None else f", standard error over seeds {seeds_error:.1f}"
+    return f"; the drop 95 % over scenes {low:.1f} to {high:.1f} %{over_seeds}"
+
+
+def _per_description(sets: list[list[dict[str, dict[str, Any]]]], name: str) -> np.ndarray | None:
+    """[seed, scene, (mentions, hallucinated)] over every set's scenes, or None where one lacks the counts."""
+    seeds = []
+    for seed in zip(*sets):
+        rows = [_chair(s[name]).get("per_description") for s in seed]
+        if None in rows:
+            return None
+        seeds.append([row for set_rows in rows for row in set_rows])
+    return np.asarray(seeds, dtype=float)
+
+
+def _drop_spread(
+    sets: list[list[dict[str, dict[str, Any]]]], name: str, base: float, values: list[float]
+) -> tuple[float, float, float | None] | None:
+    """How far a pooled drop against the base model could move: the 2.5th and 97.5th percentiles over
+    scenes, and the standard error over seeds (both in the drop's own unit, percent of the base's CHAIRi).
+
+    The scenes are drawn again with replacement, each set within itself, and the same draw serves the
+    base model and every seed, because a scene that draws out the prior does so in every model (the
+    pairing is what makes a gap far surer than either CHAIRi). Seeds are not redrawn: their spread is
+    the second figure, the per-seed drops' standard deviation over the square root of their number.
+    """
+    run, reference = _per_description(sets, name), _per_description(sets, BASE)
+    if run is None or reference is None or run.shape[1] != reference.shape[1]:
+        return None
+    rng = np.random.default_rng(0)
+    sizes = [len(_chair(seeds[0][name])["per_description"]) for seeds in sets]
+    starts = np.cumsum([0, *sizes[:-1]])
+    draw = np.concatenate(
+        [start + rng.integers(0, size, (ROUNDS, size)) for start, size in zip(starts, sizes)], axis=1
+    )
+
+    def chair_i(counts: np.ndarray) -> np.ndarray:  # [rounds]: the mean over seeds of pooled CHAIRi
+        drawn = counts[:, draw]  # [seed, round, scene, 2]
+        return (drawn[..., 1].sum(-1) / drawn[..., 0].sum(-1)).mean(0)
+
+    drops = (1 - chair_i(run) / chair_i(reference)) * 100
+    low, high = np.percentile(drops, [2.5, 97.5])
+    per_seed = [(1 - v / base) * 100 for v in values]
+    seeds_error = float(np.std(per_seed, ddof=1) / np.sqrt(len(per_seed))) if len(per_seed) > 1 else None
+    return float(low), float(high), seeds_error
 
 
 def main() -> None:
