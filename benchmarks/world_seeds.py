@@ -12,8 +12,8 @@ every column of the report's Table 2 (and QA over both splits), its change again
 (violating and Object HalBench CHAIRi, the errors the prior explains, the others, all mentions) and the
 hallucinated mentions by kind; for each ``--more`` set the same on its scenes, and violating CHAIRi over
 the reproduction's scenes and that set's, mentions pooled (and over all of them when there are several
-sets), with how far each pooled drop could move: a 95 % interval over scenes (a bootstrap that draws
-the same scenes for every model and seed) and the standard error over seeds.
+sets). Each drop in violating CHAIRi comes with how far it could move: a 95 % interval over scenes (a
+bootstrap that draws the same scenes for every model and seed) and its standard error over seeds.
 A seed's figure is one model; only the spread over seeds says how far to trust a mean.
 """
 
@@ -121,7 +121,7 @@ def _spread_text(spread: tuple[float, float, float | None] | None) -> str:
     if spread is None:
         return ""
     low, high, seeds_error = spread
-    over_seeds = "" if seeds_error is None else f", standard error over seeds {seeds_error:.1f}"
+    over_seeds = "" if seeds_error is None else f", over seeds ±{seeds_error:.1f} (standard error)"
     return f"; the drop 95 % over scenes {low:.1f} to {high:.1f} %{over_seeds}"
 
 
