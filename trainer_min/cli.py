@@ -123,6 +123,12 @@ def world_repro(
         int | None,
         typer.Option(min=4, help="Training units made into pairs (each: a weakened and an injected)."),
     ] = None,
+    inject_units: Annotated[
+        int | None,
+        typer.Option(
+            min=0, help="More training units with an injected negative only (the next units of the sample)."
+        ),
+    ] = None,
     steps: Annotated[
         int | None,
         typer.Option(min=1, help="Optimizer steps of the full BPO run (all runs: the same epochs)."),
@@ -165,6 +171,7 @@ def world_repro(
     given = {
         "scenes": scenes,
         "units": units,
+        "inject_units": inject_units,
         "steps": steps,
         "learning_rate": learning_rate,
         "beta": beta,

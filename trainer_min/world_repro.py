@@ -36,7 +36,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ from trainer_min.training import PACKAGES
 SOURCE_SHARES = {"sharegptv": 0.5, "llava-instruct": 0.25, "llavar": 0.25}  # descriptions carry CHAIR
 FRACTIONS = (0.25, 0.5, 1.0)
 WEAKENED, SELF, FILTERED = "weakened", "self", "filtered"
+MORE_INJECTED = "more-injected"  # pairs of the units past ``units``: an injected negative only
 RESULTS_FILE, REPORT_FILE, METRICS_FILE = "results.json", "report.md", "metrics.json"
 TRAINED_WITH_FILE = "world_repro_flags.json"  # a run's bpo-train flags: a rerun with other flags trains again
 BASE = "base"
@@ -73,6 +74,9 @@ class ReproSettings:
     eval_scenes: int = 200
     objhal_scenes: int = 300  # all the world makes: Object HalBench is the paper's first table
     units: int = 1440  # training units sampled for pairs; each gets a weakened and an injected negative
+    # More units with an injected negative only (rules: no model, seconds). Sampling is nested, so they
+    # are the next units of the same sample; the first ``units`` keep both negatives.
+    inject_units: int = 0
     steps: int = 480  # optimizer steps of the full BPO run (1.6 epochs); every run trains the same epochs
     batch_size: int = 8
     learning_rate: float = 2e-4  # the paper's 2e-6 moves a 2 M-parameter model nowhere in 480 steps
@@ -409,24 +413,41 @@ def _pairs(
         WEAKENED: recipe_for(world_dir, model, settings, settings.noise_step, "both", settings.verify, clip),
         SELF: recipe_for(world_dir, model, settings, 0, {"weaken": 1.0}),
     }
-    made = {}
+    if settings.inject_units:
+        # The first ``units`` of this larger sample are WEAKENED's own, their injected pairs the same
+        # keys: the export keeps WEAKENED's (first key wins), so only the further units add pairs.
+        more = replace(settings, units=settings.units + settings.inject_units)
+        plans[MORE_INJECTED] = recipe_for(
+            world_dir, model, more, settings.noise_step, {"inject": 1.0}, settings.verify, clip
+        )
+    folders = {name: out / "pairs" / name for name in plans}
+    summaries = {}
     for name, recipe in plans.items():
-        generated, exported = out / "pairs" / name, out / "datasets" / name
-        generated.mkdir(parents=True, exist_ok=True)
-        (generated.parent / f"{name}.yaml").write_text(
+        folders[name].mkdir(parents=True, exist_ok=True)
+        (folders[name].parent / f"{name}.yaml").write_text(
             yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False), encoding="utf-8"
         )
-        say(f"pairs ({name}): noise step {recipe.weaken.noise.step}, {settings.units} training units")
-        summary = generate(recipe, generated, progress=_progress(say, f"pairs ({name})"))
-        stats = export_dataset([generated], exported, version=recipe.version)
-        made[name] = _dataset(exported, stats, recipe, stats.generation_rejects)
+        units = sum(source.quota or 0 for source in recipe.sources)
+        say(f"pairs ({name}): noise step {recipe.weaken.noise.step}, {units} training units")
+        summaries[name] = generate(recipe, folders[name], progress=_progress(say, f"pairs ({name})"))
+    exported_from = {WEAKENED: _weakened_folders(folders), SELF: [folders[SELF]]}
+    made = {}
+    for name, generated in exported_from.items():
+        exported, summary = out / "datasets" / name, summaries[name]
+        stats = export_dataset(generated, exported, version=plans[name].version)
+        made[name] = _dataset(exported, stats, plans[name], stats.generation_rejects)
         say(
             f"pairs ({name}): {summary.pairs_written} new, {stats.pairs} exported, "
             f"rejects {dict(summary.rejects)}"
         )
     if settings.verify:
-        made[FILTERED] = _filtered(out, plans[WEAKENED], say)
+        made[FILTERED] = _filtered(out, plans[WEAKENED], exported_from[WEAKENED], say)
     return made
+
+
+def _weakened_folders(folders: dict[str, Path]) -> list[Path]:
+    """What BPO trains on: the weakened pairs, then the injected-only ones of the further units."""
+    return [folders[WEAKENED], *([folders[MORE_INJECTED]] if MORE_INJECTED in folders else [])]
 
 
 def _clip_installed(say: Callable[[str], None]) -> bool:
@@ -441,7 +462,7 @@ def _clip_installed(say: Callable[[str], None]) -> bool:
     return True
 
 
-def _filtered(out: Path, recipe: Any, say: Callable[[str], None]) -> dict[str, Any]:
+def _filtered(out: Path, recipe: Any, generated: list[Path], say: Callable[[str], None]) -> dict[str, Any]:
     """The weakened pairs exported again through the default evidence filters (``bpo_data.verify``)."""
     from bpo_data.export import export_dataset
     from bpo_data.recipe import FilterSpec
@@ -449,7 +470,7 @@ def _filtered(out: Path, recipe: Any, say: Callable[[str], None]) -> dict[str, A
 
     filters = [FilterSpec.model_validate(f) for f in DEFAULT_FILTERS]
     exported = out / "datasets" / FILTERED
-    stats = export_dataset([out / "pairs" / WEAKENED], exported, version=recipe.version, filters=filters)
+    stats = export_dataset(generated, exported, version=recipe.version, filters=filters)
     say(f"pairs ({FILTERED}): {stats.pairs} kept by {list(DEFAULT_FILTERS)}, dropped {dict(stats.filtered)}")
     return {**_dataset(exported, stats, recipe, stats.filtered), "filters": list(DEFAULT_FILTERS)}
 
@@ -903,6 +924,11 @@ def _plot_sweep(sweep: dict[str, list], base: dict[str, Any], to: Path) -> Path:
     return to
 
 
+def _more_injected(settings: dict[str, Any]) -> str:
+    more = settings.get("inject_units", 0)  # absent from the results of earlier versions
+    return f" and {more} more with an injected negative only" if more else ""
+
+
 def report_markdown(results: dict[str, Any], figures: dict[str, str]) -> str:
     runs, metrics, s = results["runs"], results["metrics"], results["settings"]
     world = results["world_record"]
@@ -910,7 +936,8 @@ def report_markdown(results: dict[str, Any], figures: dict[str, str]) -> str:
         "# BPO in miniature: the reproduction",
         "",
         f"Model `{results['model']}`, world `{results['world']}` (world seed {world['seed']}, "
-        f"version {world['world_version']}). Pairs: {s['units']} training units, image weakening at step "
+        f"version {world['world_version']}). Pairs: {s['units']} training units{_more_injected(s)}, image "
+        f"weakening at step "
         f"{s['noise_step']} ({s['noise_space']} space) + error injection with the `rules` rewriter, which "
         "also adds the objects each training source's answers usually name together (the world model's "
         "language model was not trained on rewrite examples, so it is not asked to rewrite). "

@@ -135,6 +135,32 @@ def test_filtered_run_trains_on_exactly_the_pairs_the_default_filter_keeps(repro
     assert json.loads((run / "training_config.json").read_text())["data"]["rows"] == len(filtered)
 
 
+def test_more_injected_units_add_injected_pairs_on_further_units_only(repro, tmp_path, smoke_model_dir):
+    out, _ = repro
+    settings = replace(SETTINGS, inject_units=8, jobs=1)
+    said: list[str] = []
+    made = reproduce(tmp_path, smoke_model_dir, settings, world=out / "world", variants=(), log=said.append)
+    rows = _rows(tmp_path / "datasets" / "weakened")
+    before = _rows(out / "datasets" / "weakened")
+    unit = {r["id"]: r["id"].rsplit("#", 1)[0] for r in rows}
+    assert len(unit) == len(rows) == made["datasets"]["weakened"]["rows"]  # no pair twice
+    weakened = {unit[r["id"]] for r in rows if r["negative_type"] == "weaken"}
+    injected = {unit[r["id"]] for r in rows if r["negative_type"] == "inject"}
+    # the weakened pairs are the reproduction's own; the injected ones reach further units of the sample
+    assert {r["id"] for r in rows if r["negative_type"] == "weaken"} == {
+        r["id"] for r in before if r["negative_type"] == "weaken"
+    }
+    assert {r["id"] for r in before if r["negative_type"] == "inject"} < {
+        r["id"] for r in rows if r["negative_type"] == "inject"
+    }
+    assert len(injected - weakened) > 0 and len(weakened | injected) <= SETTINGS.units + 8
+    filtered = _rows(tmp_path / "datasets" / "filtered")
+    assert {r["id"] for r in filtered} == {r["id"] for r in rows if len(r["claims_added"]) >= 1}
+    assert any("pairs (more-injected): noise step" in line and "20 training units" in line for line in said)
+    report = (tmp_path / "report.md").read_text()
+    assert "12 training units and 8 more with an injected negative only" in report
+
+
 def test_runs_side_by_side_measure_what_one_at_a_time_measures(repro, tmp_path, smoke_model_dir):
     out, results = repro
     alone = reproduce(
