@@ -23,7 +23,15 @@ from trainer_min.world_repro import VARIANTS, ReproSettings, reproduce
 pytestmark = pytest.mark.slow
 
 SETTINGS = ReproSettings(
-    scenes=40, eval_scenes=4, objhal_scenes=4, units=12, steps=2, batch_size=4, max_new_tokens=24, jobs=2
+    scenes=40,
+    eval_scenes=4,
+    objhal_scenes=4,
+    units=12,
+    inject_units=0,
+    steps=2,
+    batch_size=4,
+    max_new_tokens=24,
+    jobs=2,
 )
 CLIP = importlib.util.find_spec("open_clip") is not None
 PICKED = tuple(v for v in VARIANTS if v.name in ("bpo", "sft", "bpo-50", "weaken-only", "bpo-filtered"))
