@@ -939,9 +939,9 @@ def report_markdown(results: dict[str, Any], figures: dict[str, str]) -> str:
         "# BPO in miniature: the reproduction",
         "",
         f"Model `{results['model']}`, world `{results['world']}` (world seed {world['seed']}, "
-        f"version {world['world_version']}). Pairs: {s['units']} training units{_more_injected(s)}, image "
-        f"weakening at step "
-        f"{s['noise_step']} ({s['noise_space']} space) + error injection with the `rules` rewriter, which "
+        f"version {world['world_version']}). Pairs: {s['units']} training units{_more_injected(s)}, "
+        f"image weakening at step {s['noise_step']} ({s['noise_space']} space) + error injection with "
+        "the `rules` rewriter, which "
         "also adds the objects each training source's answers usually name together (the world model's "
         "language model was not trained on rewrite examples, so it is not asked to rewrite). "
         f"Training: LoRA r={s['lora_r']} alpha={s['lora_alpha']}, lr {s['learning_rate']}, "
