@@ -91,7 +91,7 @@ def _table(seeds: list[dict[str, dict[str, Any]]], title: str) -> None:
             per_seed = [violating_chair_i(m) for m in runs]
             spread = _spread_text(_drop_spread([seeds], name, violating_chair_i(base), per_seed))
             if spread:
-                print(f"    violating CHAIRi:{spread[1:]}")
+                print(f"    violating CHAIRi: {spread}")
 
 
 def _pooled(sets: list[list[dict[str, dict[str, Any]]]], title: str) -> None:
@@ -113,7 +113,8 @@ def _pooled(sets: list[list[dict[str, dict[str, Any]]]], title: str) -> None:
         line = f"  {name}: per seed {' / '.join(f'{p:.1f}' for p in values)}, mean {mean(values):.2f}"
         if base is not None and name != BASE:
             line += f" ({_change(_relative_drop(base, mean(values)))} than base {base:.2f})"
-            line += _spread_text(_drop_spread(sets, name, base, values))
+            spread = _spread_text(_drop_spread(sets, name, base, values))
+            line += f"; {spread}" if spread else ""
         print(line)
 
 
@@ -122,7 +123,7 @@ def _spread_text(spread: tuple[float, float, float | None] | None) -> str:
         return ""
     low, high, seeds_error = spread
     over_seeds = "" if seeds_error is None else f", over seeds ±{seeds_error:.1f} (standard error)"
-    return f"; the drop 95 % over scenes {low:.1f} to {high:.1f} %{over_seeds}"
+    return f"the drop 95 % over scenes {low:.1f} to {high:.1f} %{over_seeds}"
 
 
 def _per_description(sets: list[list[dict[str, dict[str, Any]]]], name: str) -> np.ndarray | None:

@@ -126,7 +126,9 @@ def world_repro(
     inject_units: Annotated[
         int | None,
         typer.Option(
-            min=0, help="More training units with an injected negative only (the next units of the sample)."
+            min=0,
+            help="More training units with an injected negative only, the next units of the sample "
+            "(default: as many as --units; 0: none).",
         ),
     ] = None,
     steps: Annotated[

@@ -77,9 +77,10 @@ class ReproSettings:
     eval_scenes: int = 200
     objhal_scenes: int = 300  # all the world makes: Object HalBench is the paper's first table
     units: int = 1440  # training units sampled for pairs; each gets a weakened and an injected negative
-    # More units with an injected negative only (rules: no model, seconds). Sampling is nested, so they
-    # are the next units of the same sample; the first ``units`` keep both negatives.
-    inject_units: int = 1440
+    # More units with an injected negative only (rules: no model, seconds); None: as many as ``units``, so
+    # a smaller or larger ``units`` keeps the shipped mix. Sampling is nested, so they are the next units
+    # of the same sample; the first ``units`` keep both negatives.
+    inject_units: int | None = None
     steps: int = 720  # optimizer steps of the full BPO run (1.6 epochs); every run trains the same epochs
     batch_size: int = 8
     learning_rate: float = 2e-4  # the paper's 2e-6 moves a 2 M-parameter model nowhere in 480 steps
@@ -101,7 +102,11 @@ class ReproSettings:
 
     @classmethod
     def quick(cls) -> ReproSettings:
-        return cls(eval_scenes=24, objhal_scenes=16, units=48, inject_units=48, steps=9)
+        return cls(eval_scenes=24, objhal_scenes=16, units=48, steps=9)
+
+    def injected_only_units(self) -> int:
+        """How many units past ``units`` get an injected negative only."""
+        return self.units if self.inject_units is None else self.inject_units
 
 
 @dataclass(frozen=True)
@@ -205,7 +210,7 @@ def _reproduce(
         for name, (wall, cpu) in times.items():
             clock.stages[name], clock.cpu[name] = wall, cpu
     results = {
-        "settings": asdict(settings),
+        "settings": {**asdict(settings), "inject_units": settings.injected_only_units()},
         "model": str(model_dir),
         "world": str(world_dir),
         "world_record": json.loads((world_dir / "world.json").read_text("utf-8")),
@@ -416,10 +421,10 @@ def _pairs(
         WEAKENED: recipe_for(world_dir, model, settings, settings.noise_step, "both", settings.verify, clip),
         SELF: recipe_for(world_dir, model, settings, 0, {"weaken": 1.0}),
     }
-    if settings.inject_units:
+    if settings.injected_only_units():
         # The first ``units`` of this larger sample are WEAKENED's own, their injected pairs the same
         # keys: the export keeps WEAKENED's (first key wins), so only the further units add pairs.
-        more = replace(settings, units=settings.units + settings.inject_units)
+        more = replace(settings, units=settings.units + settings.injected_only_units())
         plans[MORE_INJECTED] = recipe_for(
             world_dir, model, more, settings.noise_step, {"inject": 1.0}, settings.verify, clip
         )

@@ -145,7 +145,7 @@ def test_filtered_run_trains_on_exactly_the_pairs_the_default_filter_keeps(repro
 
 def test_more_injected_units_add_injected_pairs_on_further_units_only(repro, tmp_path, smoke_model_dir):
     out, _ = repro
-    settings = replace(SETTINGS, inject_units=8, jobs=1)
+    settings = replace(SETTINGS, inject_units=None, jobs=1)  # the default: as many more as ``units``
     said: list[str] = []
     made = reproduce(tmp_path, smoke_model_dir, settings, world=out / "world", variants=(), log=said.append)
     rows = _rows(tmp_path / "datasets" / "weakened")
@@ -161,12 +161,13 @@ def test_more_injected_units_add_injected_pairs_on_further_units_only(repro, tmp
     assert {r["id"] for r in before if r["negative_type"] == "inject"} < {
         r["id"] for r in rows if r["negative_type"] == "inject"
     }
-    assert len(injected - weakened) > 0 and len(weakened | injected) <= SETTINGS.units + 8
+    assert len(injected - weakened) > 0 and len(weakened | injected) <= 2 * SETTINGS.units
     filtered = _rows(tmp_path / "datasets" / "filtered")
     assert {r["id"] for r in filtered} == {r["id"] for r in rows if len(r["claims_added"]) >= 1}
-    assert any("pairs (more-injected): noise step" in line and "20 training units" in line for line in said)
+    assert any("pairs (more-injected): noise step" in line and "24 training units" in line for line in said)
+    assert made["settings"]["inject_units"] == 12
     report = (tmp_path / "report.md").read_text()
-    assert "12 training units and 8 more with an injected negative only" in report
+    assert "12 training units and 12 more with an injected negative only" in report
 
 
 def test_runs_side_by_side_measure_what_one_at_a_time_measures(repro, tmp_path, smoke_model_dir):
