@@ -7,7 +7,7 @@ set, when given, holds other scenes of the same world measured for the same seed
 ``bpo-train world-eval --world W2 --adapter R/runs/RUN --skip K --out V/RUN``, and the set's first V
 also ``V/base``, the base model's (one model, so it is measured once for every seed), W2 the world made again
 with more held-out scenes (the first ones are the same), e.g. the scenes a setting is chosen on, or
-scenes nobody has looked at. For every run this prints the violating CHAIRi of each seed, the mean of
+scenes nobody has looked at. For every run this prints the violating CHAIRi and QA of each seed, the mean of
 every column of the report's Table 2 (and QA over both splits), its change against the base model
 (violating and Object HalBench CHAIRi, the errors the prior explains, the others, all mentions) and the
 hallucinated mentions by kind; for each ``--more`` set the same on its scenes, and violating CHAIRi over
@@ -77,7 +77,8 @@ def _table(seeds: list[dict[str, dict[str, Any]]], title: str) -> None:
         ]
         kinds = " / ".join(f"{mean_of(_errors((k,))):.1f}" for k in KINDS)
         print(
-            f"  {name}: violating CHAIRi per seed {' / '.join(f'{violating_chair_i(m):.1f}' for m in runs)}"
+            f"  {name}: violating CHAIRi per seed {' / '.join(f'{violating_chair_i(m):.1f}' for m in runs)}; "
+            f"QA per seed {' / '.join(f'{qa_mean(m):.1f}' for m in runs)}"
         )
         print(f"    mean: {'; '.join(cells)}")
         print(f"    hallucinated {'/'.join(KINDS)} {kinds}; mentions {mean_of(VS_BASE[-1][1]):.1f}")

@@ -142,6 +142,14 @@ def world_repro(
     noise_step: Annotated[
         int | None, typer.Option(min=1, max=999, help="Noise step of the weakened pairs.")
     ] = None,
+    eval_scenes: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Held-out scenes per split every run is measured on (default 1000; at most what the world "
+            "holds: `bpo-data world make --eval-scenes`).",
+        ),
+    ] = None,
     seed: Annotated[
         int | None,
         typer.Option(help="Seed of the pairs and training (a world made here keeps the model's seed)."),
@@ -178,6 +186,7 @@ def world_repro(
         "learning_rate": learning_rate,
         "beta": beta,
         "noise_step": noise_step,
+        "eval_scenes": eval_scenes,
         "seed": seed,
         "threads": threads,
         "jobs": jobs,

@@ -21,8 +21,8 @@
    fewer pairs takes fewer steps, as in the paper's data-size sweep.
 4. **evaluation** — every adapter and the base model: ``bpo_data.world.evaluate`` (CHAIRs / CHAIRi /
    recall of descriptions against the scene graphs, QA accuracy as the helpfulness proxy, the prior)
-   on ``eval_clean`` and ``eval_violating``, and ``trainer_min.eval`` Object HalBench (rules extraction)
-   on the world's ``objhal`` set.
+   on 1,000 scenes of each of ``eval_clean`` and ``eval_violating``, and ``trainer_min.eval`` Object
+   HalBench (rules extraction) on the world's ``objhal`` set.
 5. **report** — ``report.md`` shaped like the paper's Tables 2, 3 and 4, Figure 7 (``bpo-train plot``)
    and Figure 8, the commands, seeds and versions; ``results.json`` with every number. Every run is
    reported, including ones where BPO does not win; the target lines say plainly whether it was met.
@@ -43,6 +43,7 @@ from typing import Any
 from bpo_data.verify.clip import WORLD as WORLD_VERIFIER
 from bpo_data.versions import installed
 from bpo_data.world.evaluate import FIRST_MENTIONS
+from bpo_data.world.params import HELD_OUT_SCENES
 from trainer_min.training import PACKAGES
 
 SOURCE_SHARES = {"sharegptv": 0.5, "llava-instruct": 0.25, "llavar": 0.25}  # descriptions carry CHAIR
@@ -67,14 +68,17 @@ class ReproSettings:
     Object HalBench 29.8 % against 17.9 %. Then 1,440 more units with an injected negative only (rules:
     no model) at 720 steps, still 1.6 epochs, five seeds against 480 steps without them: 41 % against 34 %
     on 200-399, 34 % against 29 % on the 600 scenes nobody chose on (400-999), 27 % against 24 % on
-    0-199, QA 0.6-0.7 points lower on each.
+    0-199, QA 0.6-0.7 points lower on each. Measured on 1,000 held-out scenes per split (the same
+    models): 34 % on 0-999, 37 % on 1000-1999, scenes nothing had been measured on, QA 1.5 and 1.8 points
+    lower.
     """
 
     scenes: int | None = None  # training scenes when the world is made here; None: as the model's world
     world_seed: int | None = None  # None: the seed of the world the model was trained on
-    # Scenes in each held-out split: all the world makes. On 100 of them BPO's drop in violating CHAIRi was
-    # -27 % on scenes 0-99 and -10 % on 100-199.
-    eval_scenes: int = 200
+    # Scenes in each held-out split (at most as many as the world holds). On 100 of them BPO's drop in
+    # violating CHAIRi was -27 % on scenes 0-99 and -10 % on 100-199; on 200 the 95 % interval of the
+    # drop was 30 points wide (11 to 41 %), so 200 could not tell a -25 % from a -35 %.
+    eval_scenes: int = HELD_OUT_SCENES
     objhal_scenes: int = 300  # all the world makes: Object HalBench is the paper's first table
     units: int = 1440  # training units sampled for pairs; each gets a weakened and an injected negative
     # More units with an injected negative only (rules: no model, seconds); None: as many as ``units``, so
@@ -189,7 +193,8 @@ def _reproduce(
         return result
 
     world_dir = Path(world) if world is not None else out / "world"
-    stage("world", lambda: _world(world_dir, model_dir, settings, made_here=world is None, say=say))
+    made_here = world is None
+    held_out = stage("world", lambda: _world(world_dir, model_dir, settings, made_here, say))
     datasets = stage("pairs", lambda: _pairs(out, world_dir, str(model_dir), settings, say))
     epochs = settings.steps * settings.batch_size / datasets[WEAKENED]["rows"]
     say(
@@ -214,6 +219,7 @@ def _reproduce(
         "model": str(model_dir),
         "world": str(world_dir),
         "world_record": json.loads((world_dir / "world.json").read_text("utf-8")),
+        "held_out_scenes": held_out,
         "datasets": datasets,
         "epochs": epochs,
         "runs": runs,
@@ -326,17 +332,34 @@ def _train_and_evaluate_in_worker(variant: Variant | None, inputs: RunInputs, st
 
 def _world(
     world_dir: Path, model_dir: Path, settings: ReproSettings, made_here: bool, say: Callable[[str], None]
-) -> None:
-    """Use ``--world``, or make the world the model was trained on (same seed and training scenes).
+) -> int:
+    """Use ``--world``, or make the world the model was trained on (same seed and training scenes);
+    return how many held-out scenes per split every run will be measured on.
 
     The held-out splits avoid the training scenes of the world they are made with, so a world made with
     other training scenes could hold out scenes the model saw; the model's own world cannot.
     """
-    from bpo_data.world.make import make_world
-
     if (world_dir / "world.json").is_file():
         say(f"world: using {world_dir}")
-        return
+    else:
+        _make_world(world_dir, model_dir, settings, made_here, say)
+    splits = json.loads((world_dir / "world.json").read_text("utf-8"))["splits"]
+    held = min(splits[split]["scenes"] for split in ("eval_clean", "eval_violating"))
+    if held < settings.eval_scenes:
+        say(
+            f"world: {world_dir} holds {held} held-out scenes per split, fewer than the "
+            f"{settings.eval_scenes} asked; measuring on {held} (on 200 the 95 % interval of BPO's drop "
+            f"in CHAIRi was 30 points wide): make the world with `bpo-data world make --eval-scenes "
+            f"{settings.eval_scenes}`"
+        )
+    return min(held, settings.eval_scenes)
+
+
+def _make_world(
+    world_dir: Path, model_dir: Path, settings: ReproSettings, made_here: bool, say: Callable[[str], None]
+) -> None:
+    from bpo_data.world.make import make_world
+
     if not made_here:
         raise FileNotFoundError(
             f"--world {world_dir} holds no world.json; make one with `bpo-data world make`"
@@ -951,7 +974,7 @@ def report_markdown(results: dict[str, Any], figures: dict[str, str]) -> str:
         "language model was not trained on rewrite examples, so it is not asked to rewrite). "
         f"Training: LoRA r={s['lora_r']} alpha={s['lora_alpha']}, lr {s['learning_rate']}, "
         f"beta {s['beta']}, batch {s['batch_size']}, {results['epochs']:.2f} epochs for every run; "
-        f"seed {s['seed']} for pairs and training. Evaluation: greedy, on up to {s['eval_scenes']} "
+        f"seed {s['seed']} for pairs and training. Evaluation: greedy, on {results['held_out_scenes']} "
         "held-out scenes per split; CHAIR and recall by the CHAIR rules against the scene graphs (the "
         "standard error of a gap between two models is over scenes, paired); Object HalBench with rules "
         f"extraction on {s['objhal_scenes']} of the world's `objhal` scenes; QA accuracy is the "

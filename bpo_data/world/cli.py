@@ -17,6 +17,7 @@ from typing import Annotated
 
 import typer
 
+from bpo_data.world.params import HELD_OUT_SCENES
 from bpo_data.world.probe_cli import probe_command
 
 world_app = typer.Typer(
@@ -46,7 +47,7 @@ def make(
     out: Annotated[Path, typer.Option(help="folder to write the world into")],
     scenes: Annotated[int, typer.Option(min=1, help="training scenes")] = DEFAULT_SCENES,
     seed: Annotated[int, typer.Option(help="the world's seed")] = 0,
-    eval_scenes: Annotated[int, typer.Option(min=1, help="scenes in each held-out split")] = 200,
+    eval_scenes: Annotated[int, typer.Option(min=1, help="scenes in each held-out split")] = HELD_OUT_SCENES,
     objhal_scenes: Annotated[int, typer.Option(min=1, help="Object-HalBench-style scenes")] = 300,
 ) -> None:
     """Write scenes, pictures and the ShareGPT4V / LLaVAR / LLaVA-Instruct files of a world."""
@@ -143,7 +144,9 @@ def train(
         if world is None:
             world = Path(scratch) / "world"
             _say(f"making a world of {scenes} training scenes (seed {seed})")
-            make_world(world, scenes, seed)
+            # 200 held-out scenes, as when the shipped model was made: its provenance records the world,
+            # stage 1 measures itself on up to 256 scenes of each split, and the evaluation on all of them
+            make_world(world, scenes, seed, eval_scenes=200)
         given = {"epochs": epochs, "max_steps": max_steps}
         vision = {"steps": vision_steps, "pictures": vision_pictures}
         settings = TrainSettings(

@@ -34,7 +34,7 @@ from pathlib import Path
 from PIL import Image
 
 from bpo_data.world import language
-from bpo_data.world.params import WORLD, WorldParams
+from bpo_data.world.params import HELD_OUT_SCENES, WORLD, WorldParams
 from bpo_data.world.scenes import Kind, Scene, draw_scene, sample_scene
 
 SPLITS = ("train", "eval_clean", "eval_violating", "objhal")
@@ -270,7 +270,7 @@ def make_world(
     out_dir: str | Path,
     scenes: int,
     seed: int = 0,
-    eval_scenes: int = 200,
+    eval_scenes: int = HELD_OUT_SCENES,
     objhal_scenes: int = 300,
     params: WorldParams = WORLD,
 ) -> dict:

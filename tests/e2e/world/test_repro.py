@@ -170,6 +170,45 @@ def test_more_injected_units_add_injected_pairs_on_further_units_only(repro, tmp
     assert "12 training units and 12 more with an injected negative only" in report
 
 
+def test_a_world_with_fewer_held_out_scenes_is_measured_on_all_it_holds(repro, tmp_path, smoke_model_dir):
+    out, _ = repro
+    said: list[str] = []
+    asked = replace(SETTINGS, eval_scenes=SETTINGS.eval_scenes + 3, inject_units=0, jobs=1)
+    made = reproduce(tmp_path, smoke_model_dir, asked, world=out / "world", variants=(), log=said.append)
+    held = SETTINGS.eval_scenes
+    assert any(
+        f"holds {held} held-out scenes per split, fewer than the {held + 3} asked" in line for line in said
+    )
+    assert made["held_out_scenes"] == held
+    assert len(made["metrics"]["base"]["world"]["eval_violating"]["chair"]["per_description"]) == held
+    assert f"greedy, on {held} held-out scenes per split" in (tmp_path / "report.md").read_text()
+
+
+def test_the_command_measures_on_the_held_out_scenes_asked(repro, tmp_path, smoke_model_dir):
+    from typer.testing import CliRunner
+
+    from trainer_min.cli import app
+
+    out, _ = repro
+    flags = ["--units", "4", "--inject-units", "0", "--steps", "1", "--eval-scenes", "2", "--jobs", "1"]
+    argv = [
+        "world-repro",
+        "--out",
+        str(tmp_path),
+        "--world",
+        str(out / "world"),
+        "--model",
+        str(smoke_model_dir),
+    ]
+    invoked = CliRunner().invoke(app, [*argv, *flags, "--no-verify"])
+    assert invoked.exit_code == 0, invoked.output
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["settings"]["eval_scenes"] == results["held_out_scenes"] == 2
+    for name, metrics in results["metrics"].items():
+        assert len(metrics["world"]["eval_violating"]["chair"]["per_description"]) == 2, name
+    assert "bpo-filtered" not in results["metrics"] and "target: BPO lowers CHAIRi" in invoked.stdout
+
+
 def test_runs_side_by_side_measure_what_one_at_a_time_measures(repro, tmp_path, smoke_model_dir):
     out, results = repro
     alone = reproduce(

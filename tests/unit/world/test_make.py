@@ -12,6 +12,7 @@ from bpo_data.coco_objects import coco_vocabulary
 from bpo_data.recipe import SourceSpec
 from bpo_data.schema import Reject
 from bpo_data.sources import read_units
+from bpo_data.world.evaluate import read_qa
 from bpo_data.world.make import SOURCE_FILES, make_world, read_scenes, scene_image, source_specs
 from bpo_data.world.scenes import draw_scene
 
@@ -63,6 +64,22 @@ def test_same_seed_same_files(small_world, tmp_path):
     other = tmp_path / "other"
     make_world(other, **{**SMALL_WORLD, "seed": SMALL_WORLD["seed"] + 1})
     assert (other / "train/sharegptv.json").read_bytes() != (world / "train/sharegptv.json").read_bytes()
+
+
+def test_more_held_out_scenes_keep_the_fewer_as_their_first(small_world, tmp_path):
+    world, _ = small_world
+    more = tmp_path / "more"
+    make_world(more, **{**SMALL_WORLD, "eval_scenes": SMALL_WORLD["eval_scenes"] + 7})
+    assert (more / "train/sharegptv.json").read_bytes() == (world / "train/sharegptv.json").read_bytes()
+    for split in ("eval_clean", "eval_violating"):
+        fewer, longer = read_scenes(world / split), read_scenes(more / split)
+        assert len(longer) == len(fewer) + 7
+        assert [s.to_dict() for s in longer[: len(fewer)]] == [s.to_dict() for s in fewer]
+        last = fewer[-1]
+        assert scene_image(more / split, last).read_bytes() == scene_image(world / split, last).read_bytes()
+        ids = {s.id for s in fewer}
+        asked = [q for q in read_qa(more / split) if q["id"] in ids]
+        assert asked == read_qa(world / split)
 
 
 def test_captions_and_pictures_agree_with_the_scene_graphs(small_world):
