@@ -57,7 +57,7 @@ BASE = "base"
 
 @dataclass(frozen=True)
 class ReproSettings:
-    """What one reproduction runs; the defaults take ~23 minutes on 2 idle cores (``--quick``: ~1.5).
+    """What one reproduction runs; the defaults take ~29 minutes on 2 idle cores (``--quick``: ~1.5).
 
     Defaults measured against 240 units / 40 steps / lr 5e-4 (a QA loss of 14 points with BPO): half
     the learning rate on twice the pairs kept QA within 5 points for the same drop in CHAIRi. Then, on

@@ -173,7 +173,7 @@ def test_more_injected_units_add_injected_pairs_on_further_units_only(repro, tmp
 def test_a_world_with_fewer_held_out_scenes_is_measured_on_all_it_holds(repro, tmp_path, smoke_model_dir):
     out, _ = repro
     said: list[str] = []
-    asked = replace(SETTINGS, eval_scenes=SETTINGS.eval_scenes + 3, inject_units=0, jobs=1)
+    asked = replace(SETTINGS, eval_scenes=SETTINGS.eval_scenes + 3, jobs=1)
     made = reproduce(tmp_path, smoke_model_dir, asked, world=out / "world", variants=(), log=said.append)
     held = SETTINGS.eval_scenes
     assert any(
