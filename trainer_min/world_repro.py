@@ -194,7 +194,8 @@ def _reproduce(
 
     world_dir = Path(world) if world is not None else out / "world"
     made_here = world is None
-    held_out = stage("world", lambda: _world(world_dir, model_dir, settings, made_here, say))
+    record = stage("world", lambda: _world(world_dir, model_dir, settings, made_here, say))
+    settings = _measured_on_what_it_holds(settings, record, world_dir, say)
     datasets = stage("pairs", lambda: _pairs(out, world_dir, str(model_dir), settings, say))
     epochs = settings.steps * settings.batch_size / datasets[WEAKENED]["rows"]
     say(
@@ -218,8 +219,7 @@ def _reproduce(
         "settings": {**asdict(settings), "inject_units": settings.injected_only_units()},
         "model": str(model_dir),
         "world": str(world_dir),
-        "world_record": json.loads((world_dir / "world.json").read_text("utf-8")),
-        "held_out_scenes": held_out,
+        "world_record": record,
         "datasets": datasets,
         "epochs": epochs,
         "runs": runs,
@@ -332,9 +332,9 @@ def _train_and_evaluate_in_worker(variant: Variant | None, inputs: RunInputs, st
 
 def _world(
     world_dir: Path, model_dir: Path, settings: ReproSettings, made_here: bool, say: Callable[[str], None]
-) -> int:
-    """Use ``--world``, or make the world the model was trained on (same seed and training scenes);
-    return how many held-out scenes per split every run will be measured on.
+) -> dict[str, Any]:
+    """Use ``--world``, or make the world the model was trained on (same seed and training scenes); return
+    what its ``world.json`` records.
 
     The held-out splits avoid the training scenes of the world they are made with, so a world made with
     other training scenes could hold out scenes the model saw; the model's own world cannot.
@@ -343,16 +343,26 @@ def _world(
         say(f"world: using {world_dir}")
     else:
         _make_world(world_dir, model_dir, settings, made_here, say)
-    splits = json.loads((world_dir / "world.json").read_text("utf-8"))["splits"]
-    held = min(splits[split]["scenes"] for split in ("eval_clean", "eval_violating"))
-    if held < settings.eval_scenes:
-        say(
-            f"world: {world_dir} holds {held} held-out scenes per split, fewer than the "
-            f"{settings.eval_scenes} asked; measuring on {held} (on 200 the 95 % interval of BPO's drop "
-            f"in CHAIRi was 30 points wide): make the world with `bpo-data world make --eval-scenes "
-            f"{settings.eval_scenes}`"
-        )
-    return min(held, settings.eval_scenes)
+    return json.loads((world_dir / "world.json").read_text("utf-8"))
+
+
+def _measured_on_what_it_holds(
+    settings: ReproSettings, record: dict[str, Any], world_dir: Path, say: Callable[[str], None]
+) -> ReproSettings:
+    """The settings with ``eval_scenes`` no more than the world holds per held-out split.
+
+    Every later stage, the saved evaluations' ``measured_on`` and ``results.json`` then hold the number
+    really measured on, so a world made again with more scenes is measured again, not read from before.
+    """
+    held = min(record["splits"][split]["scenes"] for split in ("eval_clean", "eval_violating"))
+    if held >= settings.eval_scenes:
+        return settings
+    say(
+        f"world: {world_dir} holds {held} held-out scenes per split, fewer than the {settings.eval_scenes} "
+        f"asked; measuring on {held} (on 200 the 95 % interval of BPO's drop in CHAIRi was 30 points "
+        f"wide): make the world with `bpo-data world make --eval-scenes {settings.eval_scenes}`"
+    )
+    return replace(settings, eval_scenes=held)
 
 
 def _make_world(
@@ -974,7 +984,7 @@ def report_markdown(results: dict[str, Any], figures: dict[str, str]) -> str:
         "language model was not trained on rewrite examples, so it is not asked to rewrite). "
         f"Training: LoRA r={s['lora_r']} alpha={s['lora_alpha']}, lr {s['learning_rate']}, "
         f"beta {s['beta']}, batch {s['batch_size']}, {results['epochs']:.2f} epochs for every run; "
-        f"seed {s['seed']} for pairs and training. Evaluation: greedy, on {results['held_out_scenes']} "
+        f"seed {s['seed']} for pairs and training. Evaluation: greedy, on {s['eval_scenes']} "
         "held-out scenes per split; CHAIR and recall by the CHAIR rules against the scene graphs (the "
         "standard error of a gap between two models is over scenes, paired); Object HalBench with rules "
         f"extraction on {s['objhal_scenes']} of the world's `objhal` scenes; QA accuracy is the "

@@ -171,17 +171,36 @@ def test_more_injected_units_add_injected_pairs_on_further_units_only(repro, tmp
 
 
 def test_a_world_with_fewer_held_out_scenes_is_measured_on_all_it_holds(repro, tmp_path, smoke_model_dir):
+    import shutil
+
+    from bpo_data.world.make import make_world
+
     out, _ = repro
-    said: list[str] = []
-    asked = replace(SETTINGS, eval_scenes=SETTINGS.eval_scenes + 3, jobs=1)
-    made = reproduce(tmp_path, smoke_model_dir, asked, world=out / "world", variants=(), log=said.append)
-    held = SETTINGS.eval_scenes
+    world, held = tmp_path / "world", SETTINGS.eval_scenes
+    shutil.copytree(out / "world", world)
+    asked = replace(SETTINGS, eval_scenes=held + 3, jobs=1)
+
+    def rerun() -> tuple[dict, list[str]]:
+        said: list[str] = []
+        made = reproduce(tmp_path / "r", smoke_model_dir, asked, world=world, variants=(), log=said.append)
+        measured = made["metrics"]["base"]["world"]["eval_violating"]["chair"]["per_description"]
+        assert len(measured) == made["settings"]["eval_scenes"]
+        return made, said
+
+    made, said = rerun()
     assert any(
         f"holds {held} held-out scenes per split, fewer than the {held + 3} asked" in line for line in said
     )
-    assert made["held_out_scenes"] == held
-    assert len(made["metrics"]["base"]["world"]["eval_violating"]["chair"]["per_description"]) == held
-    assert f"greedy, on {held} held-out scenes per split" in (tmp_path / "report.md").read_text()
+    assert made["settings"]["eval_scenes"] == held
+    assert f"greedy, on {held} held-out scenes per split" in (tmp_path / "r" / "report.md").read_text()
+
+    # the world made again with the scenes asked: what was measured on fewer is measured again, not reused
+    seed = json.loads((world / "world.json").read_text())["seed"]
+    shutil.rmtree(world)
+    make_world(world, SETTINGS.scenes, seed, eval_scenes=held + 3, objhal_scenes=SETTINGS.objhal_scenes)
+    made, said = rerun()
+    assert made["settings"]["eval_scenes"] == held + 3
+    assert any("eval base: measured before on other scenes" in line for line in said)
 
 
 def test_the_command_measures_on_the_held_out_scenes_asked(repro, tmp_path, smoke_model_dir):
@@ -203,7 +222,7 @@ def test_the_command_measures_on_the_held_out_scenes_asked(repro, tmp_path, smok
     invoked = CliRunner().invoke(app, [*argv, *flags, "--no-verify"])
     assert invoked.exit_code == 0, invoked.output
     results = json.loads((tmp_path / "results.json").read_text())
-    assert results["settings"]["eval_scenes"] == results["held_out_scenes"] == 2
+    assert results["settings"]["eval_scenes"] == 2
     for name, metrics in results["metrics"].items():
         assert len(metrics["world"]["eval_violating"]["chair"]["per_description"]) == 2, name
     assert "bpo-filtered" not in results["metrics"] and "target: BPO lowers CHAIRi" in invoked.stdout
